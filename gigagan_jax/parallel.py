@@ -1,0 +1,114 @@
+"""Device mesh, logical-axis rules and global-array helpers.
+
+Every parameter is declared with logical axis names (`nn.with_logical_partitioning`);
+`LOGICAL_RULES` is the one table that maps them onto the mesh axes
+('data', 'fsdp', 'tensor'). A dimension that the mapped mesh axis does not
+divide stays replicated (e.g. the 3 input channels of fromRGB), so any config
+runs on any mesh.
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+BATCH_AXES = ('data', 'fsdp')
+
+# logical name -> mesh axis (None = replicated). FSDP shards the input side of
+# weights, tensor parallelism the output side / heads.
+LOGICAL_RULES = (
+    ('embed', 'fsdp'),
+    ('mlp', 'tensor'),
+    ('heads', 'tensor'),
+    ('kv', None),
+    ('vocab', 'tensor'),
+    ('conv_in', 'fsdp'),
+    ('conv_out', 'tensor'),
+    ('kernel_bank', None),
+    ('norm', None),
+)
+
+
+def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int, int]:
+  """Resolves `data=-1` to the devices left after fsdp and tensor."""
+  fsdp, tensor = mesh_config.fsdp, mesh_config.tensor
+  data = mesh_config.data
+  if data == -1:
+    if num_devices % (fsdp * tensor):
+      raise ValueError(f'config.mesh: fsdp*tensor={fsdp * tensor} does not divide '
+                       f'the {num_devices} devices')
+    data = num_devices // (fsdp * tensor)
+  if data * fsdp * tensor != num_devices:
+    raise ValueError(f'config.mesh: data*fsdp*tensor = {data}*{fsdp}*{tensor} = '
+                     f'{data * fsdp * tensor}, but there are {num_devices} devices '
+                     '(set config.mesh.data=-1 to use the rest)')
+  return data, fsdp, tensor
+
+
+def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> Mesh:
+  """A ('data','fsdp','tensor') mesh with GSPMD-style (Auto) axes over `devices`."""
+  devices = jax.devices() if devices is None else devices
+  shape = mesh_shape(mesh_config, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
+  """Drops mesh axes that do not divide their dimension."""
+  out = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    size = int(np.prod([mesh.shape[n] for n in names])) if names else 1
+    out.append(axes if names and dim % size == 0 else None)
+  return P(*out)
+
+
+def logical_shardings(abstract_variables, mesh: Mesh):
+  """NamedShardings for a (boxed, abstract) variable tree from the logical rules.
+
+  Args:
+    abstract_variables: output of `jax.eval_shape(model.init, ...)`, still
+      holding `nn.LogicallyPartitioned` boxes.
+  Returns:
+    A tree of NamedSharding with the structure of the *unboxed* variables.
+  """
+  specs = nn.get_partition_spec(abstract_variables)
+  mesh_specs = nn.logical_to_mesh(specs, LOGICAL_RULES)
+  shapes = nn.meta.unbox(abstract_variables)
+  return jax.tree.map(
+      lambda spec, x: NamedSharding(mesh, _fit_spec(spec, x.shape, mesh)),
+      mesh_specs, shapes, is_leaf=lambda s: isinstance(s, P))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
+  """Leading (batch) dimension over ('data','fsdp'); the rest replicated."""
+  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+def global_batch(local_batch: dict, mesh: Mesh) -> dict:
+  """Host-local numpy batch -> global jax.Arrays sharded over the batch axes.
+
+  Each process passes only its own rows (the data pipeline shards by process).
+  """
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x),
+      local_batch)
+
+
+def param_bytes_per_device(tree) -> dict:
+  """Bytes of `tree`'s arrays held on each device: {device: bytes}."""
+  per_device = {}
+  for leaf in jax.tree.leaves(tree):
+    for shard in leaf.addressable_shards:
+      per_device[shard.device] = per_device.get(shard.device, 0) + shard.data.nbytes
+  return per_device
+
+
+def to_dtype(name: str):
+  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}[name]

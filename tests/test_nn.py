@@ -1,0 +1,136 @@
+"""Numerical behaviour of the building blocks in gigagan_jax.nn."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from gigagan_jax.nn import (CrossAttention, ModulatedConv, SelfAttention, blur, downsample2d,
+                            minibatch_std, upsample2d)
+
+
+def _init_apply(module, *args):
+  variables = nn.meta.unbox(module.init(jax.random.key(0), *args))
+  return variables, module.apply(variables, *args)
+
+
+def _reference_modulated_conv(x, kernel, style, demodulate=True):
+  """Independent per-sample loop: modulate, demodulate, conv. kernel [k,k,Cin,Cout]."""
+  outs = []
+  for b in range(x.shape[0]):
+    k = kernel * style[b][None, None, :, None]
+    if demodulate:
+      k = k / np.sqrt(np.sum(k**2, axis=(0, 1, 2), keepdims=True) + 1e-8)
+    outs.append(jax.lax.conv_general_dilated(x[b:b + 1], k, (1, 1), 'SAME',
+                                             dimension_numbers=('NHWC', 'HWIO', 'NHWC'))[0])
+  return np.stack(outs)
+
+
+@pytest.mark.parametrize('impl', ['grouped', 'fused'])
+@pytest.mark.parametrize('bank', [1, 4])
+def test_demodulated_conv_keeps_unit_variance(impl, bank):
+  x = jax.random.normal(jax.random.key(1), (8, 24, 24, 128))
+  w = jax.random.normal(jax.random.key(2), (8, 32))
+  _, y = _init_apply(ModulatedConv(96, 3, bank, impl=impl), x, w)
+  interior = np.asarray(y)[:, 1:-1, 1:-1]  # 'SAME' zero padding lowers the border variance
+  assert abs(interior.var() - 1.0) < 0.05, interior.var()
+  assert abs(interior.mean()) < 0.05
+
+
+def test_bank_of_one_equals_plain_modulated_conv():
+  x = jax.random.normal(jax.random.key(3), (3, 8, 8, 16))
+  w = jax.random.normal(jax.random.key(4), (3, 20))
+  module = ModulatedConv(12, 3, 1)
+  variables, y = _init_apply(module, x, w)
+  p = variables['params']
+  kernel = np.asarray(p['bank'][0]) / np.sqrt(3 * 3 * 16)
+  style = np.asarray(w @ (p['style']['kernel'] / np.sqrt(20)) + p['style']['bias'])
+  expected = _reference_modulated_conv(np.asarray(x), kernel, style) + np.asarray(p['bias'])
+  np.testing.assert_allclose(np.asarray(y), expected, atol=2e-5, rtol=2e-5)
+
+
+def test_fused_formulation_equals_grouped():
+  x = jax.random.normal(jax.random.key(5), (4, 8, 8, 16))
+  w = jax.random.normal(jax.random.key(6), (4, 20))
+  variables, _ = _init_apply(ModulatedConv(24, 3, 5, impl='grouped'), x, w)
+  # Non-uniform mixing weights, so the test sees the quadratic-form demodulation.
+  variables['params']['select']['kernel'] = variables['params']['select']['kernel'] * 30
+  y_grouped = ModulatedConv(24, 3, 5, impl='grouped').apply(variables, x, w)
+  y_fused = ModulatedConv(24, 3, 5, impl='fused').apply(variables, x, w)
+  np.testing.assert_allclose(np.asarray(y_fused), np.asarray(y_grouped), atol=2e-4, rtol=1e-4)
+
+
+def test_kernel_selection_depends_on_style():
+  x = jnp.ones((2, 6, 6, 8))
+  w = jax.random.normal(jax.random.key(7), (2, 16))
+  variables, _ = _init_apply(ModulatedConv(8, 3, 4), x, w)
+  variables['params']['select']['kernel'] = variables['params']['select']['kernel'] * 30
+  same_x = ModulatedConv(8, 3, 4).apply(variables, x, w)
+  assert not np.allclose(same_x[0], same_x[1], atol=1e-3)  # same input, other w, other kernel
+
+
+def test_self_attention_is_permutation_equivariant():
+  x = jax.random.normal(jax.random.key(8), (2, 4, 4, 32))
+  w = jax.random.normal(jax.random.key(9), (2, 16))
+  module = SelfAttention(heads=4, residual_gain=1.0, mlp_ratio=2)
+  variables, y = _init_apply(module, x, w)
+  perm = np.random.default_rng(0).permutation(16)
+  xp = x.reshape(2, 16, 32)[:, perm].reshape(2, 4, 4, 32)
+  yp = module.apply(variables, xp, w)
+  np.testing.assert_allclose(np.asarray(yp), np.asarray(y.reshape(2, 16, 32)[:, perm]
+                                                      .reshape(2, 4, 4, 32)), atol=1e-5)
+  assert not np.allclose(np.asarray(y), np.asarray(x), atol=1e-3)  # the layer does something
+
+
+def test_self_attention_logits_are_negative_l2_distance():
+  from gigagan_jax.nn.attention import l2_attention
+  q = jax.random.normal(jax.random.key(10), (1, 1, 3, 4))
+  k = jax.random.normal(jax.random.key(11), (1, 1, 5, 4))
+  v = jnp.eye(5)[None, None]
+  attn = np.asarray(l2_attention(q, k, v))[0, 0]
+  d2 = ((np.asarray(q)[0, 0][:, None] - np.asarray(k)[0, 0][None]) ** 2).sum(-1)
+  expected = np.exp(-d2 / 2.0)
+  np.testing.assert_allclose(attn, expected / expected.sum(-1, keepdims=True), atol=1e-5)
+
+
+def test_cross_attention_ignores_masked_tokens():
+  x = jax.random.normal(jax.random.key(12), (2, 4, 4, 16))
+  text = jax.random.normal(jax.random.key(13), (2, 6, 24))
+  mask = jnp.array([[True] * 3 + [False] * 3] * 2)
+  module = CrossAttention(heads=2, residual_gain=1.0)
+  variables, y = _init_apply(module, x, text, mask)
+  text2 = text.at[:, 3:].set(100.0)
+  np.testing.assert_allclose(np.asarray(module.apply(variables, x, text2, mask)),
+                             np.asarray(y), atol=1e-5)
+  text3 = text.at[:, 0].set(5.0)
+  assert not np.allclose(np.asarray(module.apply(variables, x, text3, mask)), np.asarray(y))
+  # A caption with no readable token leaves the features untouched.
+  np.testing.assert_allclose(np.asarray(module.apply(variables, x, text, mask & False)),
+                             np.asarray(x), atol=1e-6)
+
+
+def test_fir_resampling_shapes_and_dc_gain():
+  x = jnp.full((1, 8, 8, 3), 2.0)
+  up, down, blurred = upsample2d(x), downsample2d(x), blur(x)
+  assert up.shape == (1, 16, 16, 3) and down.shape == (1, 4, 4, 3) and blurred.shape == x.shape
+  # Constant images stay constant away from the zero-padded border.
+  for y in (up, down, blurred):
+    np.testing.assert_allclose(np.asarray(y)[:, 2:-2, 2:-2], 2.0, atol=1e-5)
+
+
+def test_fir_upsampling_is_smooth():
+  # A single bright pixel spreads into the separable [1,3,3,1] pattern.
+  x = jnp.zeros((1, 4, 4, 1)).at[0, 1, 1, 0].set(1.0)
+  up = np.asarray(upsample2d(x))[0, :, :, 0]
+  assert up.sum() == pytest.approx(4.0, rel=1e-5)
+  assert up.max() == pytest.approx(4 * (3 / 8) ** 2, rel=1e-5)
+
+
+def test_minibatch_std():
+  x = jnp.ones((4, 4, 4, 8))
+  y = minibatch_std(x, group_size=2)
+  assert y.shape == (4, 4, 4, 9)
+  np.testing.assert_allclose(np.asarray(y[..., -1]), 1e-4, atol=1e-4)  # sqrt(0 + eps)
+  x = jnp.concatenate([jnp.zeros((2, 4, 4, 8)), jnp.ones((2, 4, 4, 8)) * 2])
+  # groups pair sample b with b + B/g: {0, 2} and {1, 3} both hold a 0 and a 2 -> std 1
+  np.testing.assert_allclose(np.asarray(minibatch_std(x, 2)[..., -1]), 1.0, atol=1e-4)
