@@ -91,8 +91,15 @@ def get_base_config():
   data.batch_size = 32               # global batch
   data.num_workers = 0               # grain worker processes; 0 = in-process
   data.prefetch = 2
-  data.random_flip = False           # captions name left/right: flips change meaning
+  data.random_flip = False           # mirror half the images; also swaps left/right in captions + position labels
   data.caption_dropout = 0.0         # probability of an empty caption
+  data.read_threads = 2              # threads per process (or worker) reading + transforming batches
+  # Prepared TFDS datasets with other feature names: the uint8 image feature and
+  # the caption feature. A ClassLabel caption feature becomes
+  # caption_template.format(class name), e.g. 'a photo of a {}'.
+  data.image_key = 'image'
+  data.caption_key = 'caption'
+  data.caption_template = '{}'
 
   # ---------------------------------------------------------------- losses
   loss = c.loss = ml_collections.ConfigDict()
