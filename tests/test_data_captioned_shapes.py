@@ -8,8 +8,7 @@ from gigagan_jax.data import captioned_shapes as cs
 
 
 def _build(data_dir, resolution=32, n=200):
-  b = cs.CaptionedShapes(config=cs.builder_config(resolution, n), data_dir=str(data_dir),
-                         file_format='array_record')
+  b = cs.builder(resolution, n, str(data_dir))
   b.download_and_prepare()
   return b
 

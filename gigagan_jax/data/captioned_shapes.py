@@ -330,3 +330,11 @@ class CaptionedShapes(tfds_compat.LocalCodePath, tfds.core.GeneratorBasedBuilder
       yield i, generate_example(split, i, r)
       if self.progress is not None:
         self.progress(1)
+
+
+def builder(resolution: int, num_examples: int, data_dir: str) -> CaptionedShapes:
+  """The builder for `resolution` px with `num_examples` training examples (0 = default)."""
+  cfg = builder_config(resolution, num_examples)
+  # TFDS rejects a fresh object named like a predefined config: pass the name.
+  return CaptionedShapes(config=cfg.name if num_examples == 0 else cfg, data_dir=data_dir,
+                         file_format='array_record')

@@ -181,21 +181,14 @@ def load_image(path: str, resolution: int) -> tuple:
 
 @dataclasses.dataclass(kw_only=True)
 class ImageFolderConfig(tfds.core.BuilderConfig):
-  """resolution: output side; src: the image folder (only needed to build);
-  test_fraction: share of images held out as the 'test' split (by a hash of
-  the file path, so the split is stable when images are added)."""
+  """resolution: output side in pixels."""
   resolution: int = 64
-  src: str = ''
-  test_fraction: float = 0.0
 
 
-def builder_config(resolution: int, src: str = '', test_fraction: float = 0.0) -> ImageFolderConfig:
+def builder_config(resolution: int) -> ImageFolderConfig:
   if resolution not in RESOLUTIONS:
     raise ValueError(f'image_folder resolution must be one of {RESOLUTIONS}, got {resolution}')
-  if not 0.0 <= test_fraction < 1.0:
-    raise ValueError(f'test_fraction must be in [0, 1), got {test_fraction}')
-  return ImageFolderConfig(name=f'{resolution}px', resolution=resolution, src=src,
-                           test_fraction=test_fraction,
+  return ImageFolderConfig(name=f'{resolution}px', resolution=resolution,
                            description=f'{resolution}x{resolution} px center crops')
 
 
@@ -210,8 +203,14 @@ class ImageFolder(tfds_compat.LocalCodePath, tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'First version.'}
   BUILDER_CONFIGS = [builder_config(r) for r in RESOLUTIONS]
 
-  def __init__(self, *args, **kwargs):
+  def __init__(self, *args, src: str = '', test_fraction: float = 0.0, **kwargs):
+    """src: the image folder (only needed to build); test_fraction: share of
+    images held out as the 'test' split, chosen by a hash of the file path so
+    the split stays stable when images are added."""
     super().__init__(*args, **kwargs)
+    if not 0.0 <= test_fraction < 1.0:
+      raise ValueError(f'test_fraction must be in [0, 1), got {test_fraction}')
+    self.src, self.test_fraction = src, test_fraction
     self.report = BuildReport()
     self.progress = None  # optional callable(n) advanced per image (prepare's tqdm)
 
@@ -229,27 +228,25 @@ class ImageFolder(tfds_compat.LocalCodePath, tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    cfg = self.builder_config
-    if not cfg.src:
+    if not self.src:
       raise ValueError('image_folder needs a source folder to build: '
                        'python -m gigagan_jax.data.prepare --builder=image_folder --src=DIR ...')
     self.report = BuildReport()
-    pairs = scan_folder(cfg.src, self.report)
-    test = [p for p in pairs if _in_test(p[0], cfg.test_fraction)]
-    train = [p for p in pairs if not _in_test(p[0], cfg.test_fraction)]
+    pairs = scan_folder(self.src, self.report)
+    test = [p for p in pairs if _in_test(p[0], self.test_fraction)]
+    train = [p for p in pairs if not _in_test(p[0], self.test_fraction)]
     if not train:
-      raise ValueError(f'no usable (image, caption) pairs under {cfg.src}:\n{self.report.format()}')
+      raise ValueError(f'no usable (image, caption) pairs under {self.src}:\n{self.report.format()}')
     splits = {'train': self._generate_examples(train, 'train')}
     if test:
       splits['test'] = self._generate_examples(test, 'test')
     return splits
 
   def _generate_examples(self, pairs, split):
-    cfg = self.builder_config
     self.report.written[split] = 0
     for rel, caption in pairs:
       try:
-        image, upscaled = load_image(os.path.join(cfg.src, rel), cfg.resolution)
+        image, upscaled = load_image(os.path.join(self.src, rel), self.builder_config.resolution)
       except Exception as e:  # pylint: disable=broad-except
         # Any decoder failure (truncated, not an image, unsupported mode) is
         # one bad file: name it and keep going.

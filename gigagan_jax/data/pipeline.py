@@ -84,9 +84,7 @@ def _open_builder(data_cfg) -> tfds.core.DatasetBuilder:
     if r not in captioned_shapes.RESOLUTIONS:
       raise ConfigError(f'config.data.resolution={r}: captioned_shapes is built at '
                         f'{captioned_shapes.RESOLUTIONS} px; pick one of those')
-    b = captioned_shapes.CaptionedShapes(
-        config=captioned_shapes.builder_config(r, data_cfg.num_examples),
-        data_dir=data_dir, file_format='array_record')
+    b = captioned_shapes.builder(r, data_cfg.num_examples, data_dir)
     if not b.is_prepared():
       cfg = b.builder_config
       print(f'captioned_shapes: building {cfg.num_train} train + {cfg.num_test} test examples '

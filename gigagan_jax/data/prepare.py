@@ -69,8 +69,8 @@ def _reset(builder, overwrite: bool) -> bool:
 def build_captioned_shapes(out: str, resolution: int, num_examples: int = 0,
                            overwrite: bool = False, progress: bool = True):
   """Builds captioned_shapes into `out`; returns the prepared builder."""
-  cfg = captioned_shapes.builder_config(resolution, num_examples)
-  b = captioned_shapes.CaptionedShapes(config=cfg, data_dir=out, file_format='array_record')
+  b = captioned_shapes.builder(resolution, num_examples, out)
+  cfg = b.builder_config
   if not _reset(b, overwrite):
     print(f'captioned_shapes already prepared at {b.data_dir} (--overwrite rebuilds it)')
     return b
@@ -93,8 +93,9 @@ def build_image_folder(src: str, out: str, resolution: int, test_fraction: float
     (builder, report): the prepared builder and the image_folder.BuildReport
     (also printed, and written to <builder.data_dir>/build_report.json).
   """
-  cfg = image_folder.builder_config(resolution, src=os.path.abspath(src), test_fraction=test_fraction)
-  b = image_folder.ImageFolder(config=cfg, data_dir=out, file_format='array_record')
+  image_folder.builder_config(resolution)  # validates the resolution
+  b = image_folder.ImageFolder(config=f'{resolution}px', data_dir=out, file_format='array_record',
+                               src=os.path.abspath(src), test_fraction=test_fraction)
   report_path = os.path.join(b.data_dir, image_folder.REPORT_NAME)
   if not _reset(b, overwrite):
     print(f'image_folder already prepared at {b.data_dir} (--overwrite rebuilds it)')
@@ -107,7 +108,9 @@ def build_image_folder(src: str, out: str, resolution: int, test_fraction: float
     return b, report
   if progress:
     # Count images up front so the bar has a total (cheap: a directory walk).
-    total = len(image_folder.scan_folder(cfg.src))
+    total = image_folder.BuildReport()
+    image_folder.scan_folder(b.src, total)
+    total = total.images_found
     b.progress = _Progress(total, f'image_folder {resolution}px')
   try:
     b.download_and_prepare()

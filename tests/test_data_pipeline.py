@@ -1,0 +1,210 @@
+"""grain pipeline: batches, exact resume, per-process shards, seeded augmentation."""
+import hashlib
+
+import numpy as np
+import pytest
+
+from configs import base
+from gigagan_jax.config_utils import ConfigError
+from gigagan_jax.data import captioned_shapes as cs
+from gigagan_jax.data import degrade
+from gigagan_jax.data import pipeline
+
+N = 200  # training examples of the test dataset
+L = 12
+
+
+def tokenize(captions):
+  """Stand-in tokenizer: utf-8 bytes + 1, 0-padded; eot = index of the last token."""
+  tokens = np.zeros((len(captions), L), np.int32)
+  eot = np.zeros((len(captions),), np.int32)
+  for i, c in enumerate(captions):
+    b = np.frombuffer(c.encode()[:L - 1], np.uint8).astype(np.int32) + 1
+    tokens[i, :len(b)] = b
+    tokens[i, len(b)] = 1000
+    eot[i] = len(b)
+  return {'tokens': tokens, 'eot': eot}
+
+
+@pytest.fixture(scope='module')
+def data_cfg(tmp_path_factory):
+  c = base.get_base_config().data
+  c.data_dir = str(tmp_path_factory.mktemp('data'))
+  c.resolution, c.num_examples, c.batch_size = 32, N, 8
+  pipeline.ensure_dataset(c)  # builds once for the module
+  return c
+
+
+def _cfg(data_cfg, **kw):
+  c = data_cfg.copy_and_resolve_references()
+  for k, v in kw.items():
+    c[k] = v
+  return c
+
+
+def _ids(batch):
+  """Identity of every example in a batch: a hash of its stored image."""
+  return [hashlib.sha1(im.tobytes()).hexdigest() for im in batch['image']]
+
+
+def _make(c, **kw):
+  kw.setdefault('process_index', 0)
+  kw.setdefault('process_count', 1)
+  return pipeline.make_dataset(c, tokenize=tokenize, seed=kw.pop('seed', 0), **kw)
+
+
+def test_batch_layout(data_cfg):
+  b = next(_make(data_cfg))
+  assert b['image'].shape == (8, 32, 32, 3) and b['image'].dtype == np.uint8
+  assert b['tokens'].shape == (8, L) and b['tokens'].dtype == np.int32
+  assert b['eot'].shape == (8,) and b['eot'].dtype == np.int32
+  assert b['caption'].shape == (8,) and b['caption'].dtype.kind == 'U'
+  for k in cs.LABEL_KEYS:
+    assert b[k].shape == (8,) and b[k].dtype == np.int32
+  for i, caption in enumerate(b['caption']):
+    np.testing.assert_array_equal(b['tokens'][i], tokenize([str(caption)])['tokens'][0])
+    assert cs.parse_caption(str(caption))['shape'] == b['shape'][i]
+
+
+def test_epoch_is_a_shuffled_permutation_reshuffled_next_epoch(data_cfg):
+  it = _make(data_cfg, num_epochs=2)
+  batches = list(it)
+  assert len(batches) == 2 * N // 8
+  e1 = sum((_ids(b) for b in batches[:N // 8]), [])
+  e2 = sum((_ids(b) for b in batches[N // 8:]), [])
+  assert len(set(e1)) == N and set(e1) == set(e2) and e1 != e2
+  stored = sum((_ids(b) for b in _make(data_cfg, num_epochs=1, shuffle=False)), [])
+  assert stored != e1 and sorted(stored) == sorted(e1)
+  assert sum((_ids(b) for b in _make(data_cfg, num_epochs=1, seed=1)), []) != e1
+
+
+def test_state_after_k_batches_restores_exactly(data_cfg):
+  c = _cfg(data_cfg, caption_dropout=0.3, random_flip=True)
+  it = _make(c)
+  for _ in range(5):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(30)]  # crosses the epoch boundary (25 batches)
+  fresh = _make(c)
+  fresh.set_state(state)
+  for want, got in zip(expected, (next(fresh) for _ in range(30))):
+    assert want.keys() == got.keys()
+    for k in want:
+      np.testing.assert_array_equal(want[k], got[k])
+
+
+def test_state_restores_through_orbax_checkpoint(data_cfg, tmp_path):
+  grain = pytest.importorskip('grain')
+  ocp = pytest.importorskip('orbax.checkpoint')
+  it = _make(data_cfg)
+  for _ in range(3):
+    next(it)
+  with ocp.CheckpointManager(tmp_path / 'ckpt') as mngr:
+    mngr.save(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+    mngr.wait_until_finished()
+    expected = [next(it) for _ in range(3)]
+    fresh = _make(data_cfg)
+    mngr.restore(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))
+  for want in expected:
+    np.testing.assert_array_equal(want['image'], next(fresh)['image'])
+
+
+def test_state_restores_with_worker_processes(data_cfg):
+  c = _cfg(data_cfg, num_workers=1, caption_dropout=0.5)  # one worker: the mp path, half the start-up
+  it = _make(c)
+  try:
+    first = [next(it) for _ in range(3)]
+    state = it.get_state()
+    expected = [next(it) for _ in range(4)]
+  finally:
+    it.close()
+  # Workers do not change the data: the same stream as in-process reading.
+  serial = _make(_cfg(data_cfg, caption_dropout=0.5))
+  for want in first + expected:
+    got = next(serial)
+    np.testing.assert_array_equal(want['image'], got['image'])
+    np.testing.assert_array_equal(want['caption'], got['caption'])
+  fresh = _make(c)
+  try:
+    fresh.set_state(state)
+    for want in expected:
+      got = next(fresh)
+      for k in want:
+        np.testing.assert_array_equal(want[k], got[k])
+  finally:
+    fresh.close()
+
+
+def test_two_processes_get_disjoint_shards_covering_the_epoch(data_cfg):
+  c = _cfg(data_cfg, batch_size=4)  # 2 rows per process
+  per_process = []
+  for p in range(2):
+    batches = list(_make(c, process_index=p, process_count=2, num_epochs=1))
+    assert all(b['image'].shape[0] == 2 for b in batches)
+    per_process.append(sum((_ids(b) for b in batches), []))
+  a, b = per_process
+  assert len(a) == len(b) == N // 2            # same number of steps everywhere
+  assert len(set(a)) == len(a) and not set(a) & set(b)
+  everything = sum((_ids(x) for x in _make(c, num_epochs=1, shuffle=False)), [])
+  assert set(a) | set(b) == set(everything) and len(everything) == N
+
+
+def test_uneven_global_batch_is_a_config_error(data_cfg):
+  with pytest.raises(ConfigError, match=r'config\.data\.batch_size'):
+    _make(_cfg(data_cfg, batch_size=9), process_index=0, process_count=2)
+
+
+def test_caption_dropout_is_seeded_and_keeps_labels(data_cfg):
+  c = _cfg(data_cfg, caption_dropout=0.5)
+  def dropped(seed):
+    bs = list(_make(c, num_epochs=1, seed=seed))
+    return np.concatenate([b['caption'] == '' for b in bs]), bs
+  d0, bs = dropped(0)
+  assert np.array_equal(d0, dropped(0)[0])
+  assert not np.array_equal(d0, dropped(1)[0])
+  assert 0.35 < d0.mean() < 0.65
+  b = bs[0]
+  empty = b['caption'] == ''
+  assert np.all(b['tokens'][empty, 0] == 1000)  # the tokenizer saw ''
+  assert np.all(b['count'] >= 1)                # labels survive the dropout
+  assert not np.any(_make(_cfg(data_cfg), num_epochs=1).__next__()['caption'] == '')
+
+
+def test_random_flip_mirrors_pixels_and_words(data_cfg):
+  plain = list(_make(data_cfg, num_epochs=1))
+  flipped = list(_make(_cfg(data_cfg, random_flip=True), num_epochs=1))
+  n_flipped = 0
+  for bp, bf in zip(plain, flipped):
+    for i in range(len(bp['image'])):
+      if np.array_equal(bp['image'][i], bf['image'][i]):
+        continue
+      np.testing.assert_array_equal(bp['image'][i][:, ::-1], bf['image'][i])
+      n_flipped += 1
+      # Captions and labels still describe the mirrored picture.
+      parsed = cs.parse_caption(str(bf['caption'][i]))
+      assert parsed['position'] in (-1, int(bf['position'][i]))
+      if bp['position'][i] >= 0:
+        row, col = divmod(int(bp['position'][i]), 3)
+        assert bf['position'][i] == row * 3 + 2 - col
+  assert 60 < n_flipped < 140
+
+
+def test_sr_pairs(data_cfg):
+  d = degrade.degradation_config()
+  d.hr_size, d.scale = 32, 4
+  b = next(_make(_cfg(data_cfg, batch_size=4), degradation=d))
+  assert b['image'].shape == (4, 32, 32, 3) and b['lr'].shape == (4, 8, 8, 3)
+  assert b['lr'].dtype == np.uint8
+
+
+def test_default_sharding_uses_jax_process(data_cfg):
+  assert pipeline.shard_bounds(10, pipeline.grain.sharding.ShardOptions(1, 3)) == (3, 6)
+  # No process_index/count: ShardByJaxProcess (one process here) reads everything.
+  default = pipeline.make_dataset(data_cfg, tokenize=tokenize, seed=0, num_epochs=1)
+  assert sum(len(b['image']) for b in default) == N
+
+
+def test_eval_split(data_cfg):
+  batches = list(pipeline.make_dataset(_cfg(data_cfg, batch_size=4), tokenize=tokenize, seed=0,
+                                       split='test', shuffle=False, num_epochs=1))
+  assert len(batches) == 5  # 20 test examples, drop remainder
