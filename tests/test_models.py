@@ -1,0 +1,150 @@
+"""Generator and discriminator: shapes, conditioning controls, dtypes, sizes."""
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from gigagan_jax.config_utils import load_config, validate
+from gigagan_jax.models.build import abstract_variables, build_models
+from gigagan_jax.models.discriminator import logit_name
+from gigagan_jax.models.generator import mix_scales, per_scale
+from gigagan_jax.text.tokenizer import make_tokenizer
+
+PROMPTS = ['a red circle at the top left', 'two blue squares on a yellow background',
+           'a small green star', 'three purple triangles']
+
+
+def _setup(dtype='float32'):
+  config = validate(load_config('configs/t2i_tiny.py'))
+  config.generator.dtype = config.discriminator.dtype = dtype
+  tokenizer = make_tokenizer(config.text)
+  g, d = build_models(config, tokenizer.vocab_size)
+  text = tokenizer(PROMPTS)
+  z = jax.random.normal(jax.random.key(0), (len(PROMPTS), config.generator.z_dim))
+  g_vars = nn.meta.unbox(g.init(jax.random.key(1), z, text))
+  d_vars = nn.meta.unbox(d.init(jax.random.key(2), g.apply(g_vars, z, text), text))
+  return config, g, d, g_vars, d_vars, z, text
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  return _setup()
+
+
+def test_generator_pyramid_shapes_and_dtype(tiny):
+  config, g, _, g_vars, _, z, text = tiny
+  pyramid = jax.jit(g.apply)(g_vars, z, text)
+  r, levels = config.generator.resolution, config.generator.pyramid_levels
+  assert [p.shape for p in pyramid] == [(4, r // 2**i, r // 2**i, 3) for i in range(levels)]
+  assert all(p.dtype == jnp.float32 and np.isfinite(np.asarray(p)).all() for p in pyramid)
+  # Different latents and captions give different images.
+  assert float(jnp.std(pyramid[0], axis=0).mean()) > 1e-2
+
+
+def test_discriminator_one_logit_map_per_level_and_exit(tiny):
+  config, g, d, g_vars, d_vars, z, text = tiny
+  logits = d.apply(d_vars, g.apply(g_vars, z, text), text)
+  r, levels = config.generator.resolution, config.generator.pyramid_levels
+  stage_outputs = [r // 2**k for k in range(1, int(math.log2(r)) - 1)] + [1]
+  expected = {}
+  for i in range(levels):  # level i enters at stage i and exits at every later stage
+    for out in stage_outputs[i:]:
+      expected[logit_name(r // 2**i, out)] = (4, out, out, 1)
+  assert {k: v.shape for k, v in logits.items()} == expected
+  assert len(expected) == levels * (levels + 1) // 2
+
+
+def test_discriminator_scores_mismatched_captions(tiny):
+  _, g, d, g_vars, d_vars, z, text = tiny
+  pyramid = g.apply(g_vars, z, text)
+  wrong = {k: np.roll(v, 1, axis=0) for k, v in text.items()}
+  matched, mismatched = d.apply(d_vars, pyramid, text, wrong)
+  alone = d.apply(d_vars, pyramid, wrong)
+  for k in matched:
+    np.testing.assert_allclose(np.asarray(mismatched[k]), np.asarray(alone[k]), atol=1e-5)
+  assert any(not np.allclose(matched[k], mismatched[k]) for k in matched)
+
+
+def test_truncation_psi_zero_gives_the_mean_image_for_every_z(tiny):
+  _, g, _, g_vars, _, _, _ = tiny
+  text = make_tokenizer(load_config('configs/t2i_tiny.py').text)(['a red circle'] * 3)
+  z = jax.random.normal(jax.random.key(5), (3, g.cfg.z_dim))
+  w_mean = g.apply(g_vars, text, jax.random.key(6), 64, method='mean_w')
+  trunc = g.apply(g_vars, z, text, psi=0.0, w_mean=w_mean)[0]
+  np.testing.assert_allclose(np.asarray(trunc[1]), np.asarray(trunc[0]), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(trunc[2]), np.asarray(trunc[0]), atol=1e-5)
+  plain = g.apply(g_vars, z, text)[0]
+  assert not np.allclose(np.asarray(plain[1]), np.asarray(plain[0]), atol=1e-3)
+  with pytest.raises(ValueError, match='w_mean'):
+    g.apply(g_vars, z, text, psi=0.5)
+
+
+def _styles_and_text(g, g_vars, z, text):
+  t_local, t_global, mask = g.apply(g_vars, text, method='encode_text')
+  w = g.apply(g_vars, z, t_global, method='map')
+  return per_scale(w, g.num_scales), per_scale(t_local, g.num_scales), per_scale(mask, g.num_scales)
+
+
+def test_style_mixing_and_per_scale_prompt_control(tiny):
+  _, g, _, g_vars, _, z, text = tiny
+  ws, tl, tm = _styles_and_text(g, g_vars, z, text)
+  ws_b = jnp.roll(ws, 1, axis=0)
+  synth = lambda *a: g.apply(g_vars, *a, method='synthesize')[0]
+  base = synth(ws, tl, tm)
+  np.testing.assert_allclose(synth(mix_scales(ws, ws_b, g.num_scales), tl, tm), base, atol=1e-5)
+  np.testing.assert_allclose(synth(mix_scales(ws, ws_b, 0), tl, tm), synth(ws_b, tl, tm), atol=1e-5)
+  mixed = synth(mix_scales(ws, ws_b, 2), tl, tm)  # coarse from A, fine from B
+  assert not np.allclose(mixed, base, atol=1e-3) and not np.allclose(mixed, synth(ws_b, tl, tm), atol=1e-3)
+  # Prompt mixing: fine scales read prompt B's tokens, coarse ones prompt A's.
+  tl_b, tm_b = jnp.roll(tl, 1, axis=0), jnp.roll(tm, 1, axis=0)
+  mixed_text = synth(ws, mix_scales(tl, tl_b, 2), mix_scales(tm, tm_b, 2))
+  assert not np.allclose(mixed_text, base, atol=1e-3)
+  np.testing.assert_allclose(synth(ws, mix_scales(tl, tl_b, g.num_scales),
+                                   mix_scales(tm, tm_b, g.num_scales)), base, atol=1e-5)
+
+
+def test_every_parameter_has_logical_axis_names():
+  config = load_config('configs/t2i_tiny.py')
+  for variables in abstract_variables(config, vocab_size=300):
+    leaves = jax.tree.leaves(variables, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    unnamed = [x for x in leaves if not isinstance(x, nn.LogicallyPartitioned)]
+    assert not unnamed and leaves
+
+
+def test_paper_generator_size_is_within_15_percent_of_the_paper():
+  config = validate(load_config('configs/t2i_paper.py'))
+  g_vars, d_vars = abstract_variables(config, vocab_size=0, feature_dim=config.text.feature_dim)
+  count = lambda v: sum(math.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(v)))
+  assert abs(count(g_vars) / 652.5e6 - 1) < 0.15, count(g_vars)  # paper: G 652.5M
+  assert abs(count(d_vars) / 381.4e6 - 1) < 0.15, count(d_vars)  # paper: D 381.4M
+
+
+def test_bfloat16_compute_with_float32_params_tracks_float32():
+  config, g, d, g_vars, d_vars, z, text = _setup('float32')
+  _, g16, d16, *_ = _setup('bfloat16')
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(g_vars))
+  p32, p16 = g.apply(g_vars, z, text), g16.apply(g_vars, z, text)
+  for a, b in zip(p32, p16):
+    assert b.dtype == jnp.float32 and np.isfinite(np.asarray(b)).all()
+    assert float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a)) < 0.05
+  l32, l16 = d.apply(d_vars, p32, text), d16.apply(d_vars, p32, text)
+  for k in l32:
+    assert float(jnp.linalg.norm(l32[k] - l16[k]) / (jnp.linalg.norm(l32[k]) + 1e-6)) < 0.1
+  # Gradients flow in bf16 too.
+  grads = jax.grad(lambda p: jnp.mean(g16.apply(p, z, text)[0] ** 2))(g_vars)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(grads))
+
+
+def test_tiny_forward_passes_are_fast(tiny):
+  _, g, d, g_vars, d_vars, z, text = tiny
+  g_fn, d_fn = jax.jit(g.apply), jax.jit(d.apply)
+  pyramid = jax.block_until_ready(g_fn(g_vars, z, text))
+  jax.block_until_ready(d_fn(d_vars, pyramid, text))
+  for fn, args in ((g_fn, (g_vars, z, text)), (d_fn, (d_vars, pyramid, text))):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    assert time.perf_counter() - start < 1.0
