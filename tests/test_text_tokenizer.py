@@ -139,8 +139,9 @@ def test_clip_ids_match_transformers(clip_dir):
 
 
 def test_clip_truncation_keeps_end_token(clip_dir):
-  ours = tk.make_tokenizer(_text_cfg(tokenizer='clip', vocab_path=os.path.join(clip_dir, 'vocab.json'),
-                                     merges_path=os.path.join(clip_dir, 'merges.txt'), max_len=6))
+  ours = tk.make_tokenizer(_text_cfg(tokenizer='clip', max_len=6,
+                                     vocab_path=os.path.join(clip_dir, 'vocab.json'),
+                                     merges_path=os.path.join(clip_dir, 'merges.txt')))
   out = ours(['one two three four five six seven eight', 'a'])
   end = json.load(open(os.path.join(clip_dir, 'vocab.json')))['<|endoftext|>']
   np.testing.assert_array_equal(out['eot'], [5, 2])

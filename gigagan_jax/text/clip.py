@@ -157,7 +157,8 @@ def _read_state_dict(directory: str) -> dict[str, np.ndarray]:
 def read_clip_config(directory: str) -> CLIPTextConfig:
   path = os.path.join(directory, 'config.json')
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{directory}: no config.json (expected a Hugging Face CLIP checkpoint)')
+    raise FileNotFoundError(f'{directory}: no config.json '
+                            '(expected a Hugging Face CLIP checkpoint directory)')
   with open(path) as f:
     cfg = json.load(f)
   if 'text_config' in cfg:  # a full CLIPModel: the text tower and its projection
