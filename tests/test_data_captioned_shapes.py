@@ -32,8 +32,9 @@ def test_building_twice_gives_identical_data(built_twice):
     fa = sorted(f for f in os.listdir(a.data_dir) if f'-{split}.array_record' in f)
     assert fa
     for f in fa:
-      with open(os.path.join(a.data_dir, f), 'rb') as x, open(os.path.join(b.data_dir, f), 'rb') as y:
-        assert x.read() == y.read()
+      with open(os.path.join(a.data_dir, f), 'rb') as x:
+        with open(os.path.join(b.data_dir, f), 'rb') as y:
+          assert x.read() == y.read()
 
 
 def test_train_and_test_splits_differ(built_twice):
@@ -101,8 +102,9 @@ def test_parse_caption_of_user_prompts():
   p = cs.parse_caption('Two big BLUE squares on a yellow background')
   assert (p['shape'], p['color'], p['count'], p['size'], p['background']) == (
       cs.SHAPES.index('square'), cs.COLORS.index('blue'), 2, 1, cs.COLORS.index('yellow'))
-  assert cs.parse_caption('a tiny star in the top right corner')['position'] == cs.POSITIONS.index('top right')
-  assert cs.parse_caption('an orange cross on the left')['position'] == cs.POSITIONS.index('middle left')
+  pos = lambda text: cs.parse_caption(text)['position']
+  assert pos('a tiny star in the top right corner') == cs.POSITIONS.index('top right')
+  assert pos('an orange cross on the left') == cs.POSITIONS.index('middle left')
   assert cs.parse_caption('a dog')['shape'] == -1
 
 

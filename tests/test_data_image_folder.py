@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
@@ -51,7 +50,8 @@ def _plant(src):
   # Corrupt: truncated JPEG, empty PNG, text pretending to be a JPEG.
   buf = io.BytesIO()
   _img(64, 64, 5).save(buf, format='JPEG')
-  corrupt = {'trunc.jpg': buf.getvalue()[:300], 'empty.png': b'', 'sub/text.jpg': b'hello, not an image'}
+  corrupt = {'trunc.jpg': buf.getvalue()[:300], 'empty.png': b'',
+             'sub/text.jpg': b'hello, not an image'}
   for rel, data in corrupt.items():
     with open(os.path.join(src, rel), 'wb') as f:
       f.write(data)
@@ -111,7 +111,8 @@ def test_pipeline_reads_image_folder_and_resolution_mismatch_errors(built):
   _, _, good, _, _, out, _ = built
   c = base.get_base_config().data
   c.builder, c.data_dir, c.resolution, c.batch_size = 'image_folder', out, 32, 2
-  it = pipeline.make_dataset(c, tokenize=_tok, seed=0, process_index=0, process_count=1, num_epochs=1)
+  it = pipeline.make_dataset(c, tokenize=_tok, seed=0, process_index=0, process_count=1,
+                             num_epochs=1)
   captions = [str(x) for batch in it for x in batch['caption']]
   assert len(captions) == 4 and set(captions) <= set(good.values())
   c.resolution = 64

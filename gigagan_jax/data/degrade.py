@@ -295,4 +295,5 @@ def make_pair(img: np.ndarray, cfg: ml_collections.ConfigDict, *, seed=None,
   if cfg.output_dtype == 'float32':
     hr = hr.astype(np.float32) / 255.0 if hr.dtype == np.uint8 else hr.astype(np.float32)
     return lr, hr
-  raise ValueError(f"degradation.output_dtype must be 'uint8' or 'float32', got {cfg.output_dtype!r}")
+  raise ValueError("degradation.output_dtype must be 'uint8' or 'float32', "
+                   f'got {cfg.output_dtype!r}')

@@ -91,7 +91,8 @@ class BuildReport:
     names('images without caption', self.missing_caption)
     names('captions naming no image (ignored)', self.caption_without_image)
     if self.upscaled:
-      lines.append(f'  note: {self.upscaled} images were smaller than the resolution and were upscaled')
+      lines.append(f'  note: {self.upscaled} images were smaller than the resolution '
+                   'and were upscaled')
     return '\n'.join(lines)
 
 
@@ -239,7 +240,8 @@ class ImageFolder(tfds_compat.LocalCodePath, tfds.core.GeneratorBasedBuilder):
     test = [p for p in pairs if _in_test(p[0], self.test_fraction)]
     train = [p for p in pairs if not _in_test(p[0], self.test_fraction)]
     if not train:
-      raise ValueError(f'no usable (image, caption) pairs under {self.src}:\n{self.report.format()}')
+      raise ValueError(
+          f'no usable (image, caption) pairs under {self.src}:\n{self.report.format()}')
     splits = {'train': self._generate_examples(train, 'train')}
     if test:
       splits['test'] = self._generate_examples(test, 'test')

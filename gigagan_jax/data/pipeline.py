@@ -96,7 +96,8 @@ def _open_builder(data_cfg) -> tfds.core.DatasetBuilder:
 
   if name == 'image_folder':
     if r not in image_folder.RESOLUTIONS:
-      raise ConfigError(f'config.data.resolution={r}: image_folder supports {image_folder.RESOLUTIONS}')
+      raise ConfigError(
+          f'config.data.resolution={r}: image_folder supports {image_folder.RESOLUTIONS}')
     b = image_folder.ImageFolder(config=f'{r}px', data_dir=data_dir, file_format='array_record')
     if not b.is_prepared():
       others = [x for x in _prepared_resolutions(data_dir, 'image_folder') if x != r]

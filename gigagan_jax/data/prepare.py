@@ -81,7 +81,8 @@ def build_captioned_shapes(out: str, resolution: int, num_examples: int = 0,
   finally:
     if b.progress is not None:
       b.progress.close()
-  print(f'captioned_shapes: wrote {cfg.num_train} train + {cfg.num_test} test examples to {b.data_dir}')
+  print(f'captioned_shapes: wrote {cfg.num_train} train + {cfg.num_test} test examples '
+        f'to {b.data_dir}')
   return b
 
 
