@@ -90,6 +90,14 @@ def test_bilinear_resize_matches_torch(n_in, n_out):
   np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)  # float32 rounding only
 
 
+def test_input_norms():
+  x = np.array([0.0, 128 / 255, 1.0], np.float32)
+  np.testing.assert_allclose(inception.normalize_input(x, 'pytorch_fid'), [-1, 1 / 255, 1], atol=1e-6)
+  np.testing.assert_allclose(inception.normalize_input(x, 'clean_fid'), [-1, 0, 127 / 128], atol=1e-6)
+  with pytest.raises(ValueError, match='input_norm'):
+    inception.normalize_input(x, 'tf')
+
+
 def test_converter_names_missing_tensors(tmp_path):
   with pytest.raises(KeyError, match='missing.*Conv2d_2a_3x3'):
     inception.convert_state_dict({'Conv2d_1a_3x3.conv.weight': np.zeros((32, 3, 3, 3))})

@@ -9,8 +9,9 @@ Inception-v3 in four places, all reproduced here:
     number of *valid* pixels (TensorFlow's 'SAME' pooling ignores padding);
   * Mixed_7c (the last block) pools its branch with a 3x3 *max* pool;
   * the classifier has 1008 classes (unused here: we stop at the pool);
-  * the inputs are scaled from [0, 1] to [-1, 1] (`2x - 1`), not ImageNet-
-    standardised.
+  * the inputs are scaled from [0, 1] to [-1, 1], not ImageNet-standardised.
+    pytorch-fid uses `2x - 1`; clean-fid (the GigaGAN authors' protocol)
+    uses `(255x - 128) / 128`, which is 0.4% different: `input_norm` picks.
 
 Like pytorch-fid's `InceptionV3([3])`, `pool_features` optionally resizes its
 input to 299x299 with PyTorch's bilinear rule (align_corners=False, no
@@ -206,6 +207,24 @@ def resize_bilinear_torch(x, size: _Pair):
   return jnp.einsum('pw,bowc->bopc', mw, x, precision=hp)
 
 
+INPUT_NORMS = ('pytorch_fid', 'clean_fid', None)
+
+
+def normalize_input(x, input_norm: str | None):
+  """Maps images in [0, 1] to the network's [-1, 1] range.
+
+  'pytorch_fid': 2x - 1. 'clean_fid': (255x - 128) / 128, clean-fid's rule
+  for its [0, 255] inputs. None: x is already in [-1, 1].
+  """
+  if input_norm == 'pytorch_fid':
+    return 2.0 * x - 1.0
+  if input_norm == 'clean_fid':
+    return (x * 255.0 - 128.0) / 128.0
+  if input_norm is None:
+    return x
+  raise ValueError(f'input_norm must be one of {INPUT_NORMS}, got {input_norm!r}')
+
+
 class InceptionV3FID(nn.Module):
   """FID Inception-v3 up to the final average pool.
 
@@ -213,7 +232,7 @@ class InceptionV3FID(nn.Module):
   H, W >= 75 when `resize_input` is False (the network's minimum size).
   """
   resize_input: bool = True
-  normalize_input: bool = True
+  input_norm: str | None = 'pytorch_fid'
   dtype: Any = jnp.float32
   precision: Any = jax.lax.Precision.HIGHEST
 
@@ -224,9 +243,7 @@ class InceptionV3FID(nn.Module):
     x = images.astype(jnp.float32)
     if self.resize_input:
       x = resize_bilinear_torch(x, (INCEPTION_SIZE, INCEPTION_SIZE))
-    if self.normalize_input:
-      x = 2.0 * x - 1.0  # the TF graph's input range is [-1, 1]
-    x = x.astype(self.dtype)
+    x = normalize_input(x, self.input_norm).astype(self.dtype)
     conv = functools.partial(BasicConv, dtype=self.dtype, precision=self.precision)
     x = conv(32, (3, 3), stride=2, name='Conv2d_1a_3x3')(x)
     x = conv(32, (3, 3), name='Conv2d_2a_3x3')(x)
@@ -247,14 +264,17 @@ class InceptionV3FID(nn.Module):
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
 
 
-@functools.partial(jax.jit, static_argnames=('resize',))
-def pool_features(params, images, resize: bool = True):
+@functools.partial(jax.jit, static_argnames=('resize', 'input_norm'))
+def pool_features(params, images, resize: bool = True, input_norm: str | None = 'pytorch_fid'):
   """2048-d FID features. images: float [B, H, W, 3] in [0, 1] -> float32 [B, 2048].
 
   `params` comes from `load_fid_inception` or `convert_state_dict`.
   `resize=True` bilinearly resizes to 299x299 as pytorch-fid does.
+  `input_norm`: see `normalize_input`; use 'clean_fid' after
+  `preprocess.clean_resize` to follow the authors' protocol exactly.
   """
-  return InceptionV3FID(resize_input=resize).apply({'params': params}, images)
+  return InceptionV3FID(resize_input=resize, input_norm=input_norm).apply(
+      {'params': params}, images)
 
 
 # ------------------------------------------------------------------ converter

@@ -10,7 +10,8 @@ treat real and generated images identically:
      PIL bicubic on *float32* channels (no uint8 rounding in between, no
      aliasing) before Inception-v3.
 
-Step 3 is `clean_resize`. All functions work on host numpy arrays: PIL is the
+Step 3 is `clean_resize`; then call `inception.pool_features(...,
+input_norm='clean_fid')` to scale pixels exactly as clean-fid does. All functions work on host numpy arrays: PIL is the
 reference resampler here on purpose, since FID is sensitive to the resize
 implementation (Parmar et al., "On Aliased Resizing and Surprising Subtleties
 in GAN Evaluation", 2022) and any other filter gives numbers that are not
@@ -25,7 +26,8 @@ from PIL import Image
 
 # The recorded description of what `eval_preprocess` does, for metric reports.
 PROTOCOL = ('centre crop to the short side, PIL Lanczos resize of uint8 RGB (real and '
-            'generated alike); clean-fid PIL bicubic float resize to 299 for Inception')
+            'generated alike); clean-fid PIL bicubic float resize to 299 and (x - 128) / 128 '
+            'input scaling for Inception')
 
 
 def _check_image(img: np.ndarray) -> np.ndarray:
