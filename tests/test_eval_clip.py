@@ -28,7 +28,8 @@ def hf_clip(tmp_path_factory):
   with torch.no_grad():  # non-trivial LayerNorms and embeddings, not just the init values
     for name, p in model.named_parameters():
       if 'norm' in name or 'layrnorm' in name:
-        p.copy_(1.0 + 0.3 * torch.randn_like(p) if name.endswith('weight') else 0.3 * torch.randn_like(p))
+        noise = 0.3 * torch.randn_like(p)
+        p.copy_(1.0 + noise if name.endswith('weight') else noise)
   directory = tmp_path_factory.mktemp('clip')
   model.save_pretrained(directory, safe_serialization=True)
   return model, str(directory)
@@ -58,7 +59,8 @@ def test_image_and_text_embeddings_match_transformers(hf_clip):
   with torch.no_grad():
     ref_img = model.get_image_features(pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2))
     ref_txt = model.get_text_features(input_ids=torch.from_numpy(tokens).long())
-  ref_img = getattr(ref_img, 'pooler_output', ref_img).numpy()  # transformers 5 returns an output object
+  # transformers 5 returns an output object, 4.x a tensor.
+  ref_img = getattr(ref_img, 'pooler_output', ref_img).numpy()
   ref_txt = getattr(ref_txt, 'pooler_output', ref_txt).numpy()
   ours_img = np.asarray(clip_model.image_embeds(clip, images))
   ours_txt = np.asarray(clip_model.text_embeds(clip, tokens, eot))

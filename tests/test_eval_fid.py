@@ -46,7 +46,8 @@ def test_frechet_distance_of_identical_stats_is_zero():
 def test_frechet_distance_with_singular_covariances_is_finite():
   rng = np.random.default_rng(0)
   x, y = rng.normal(size=(5, 16)), rng.normal(size=(5, 16))  # 5 samples: rank-4 covariances
-  value = fid.frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+  value = fid.frechet_distance(x.mean(0), np.cov(x, rowvar=False),
+                               y.mean(0), np.cov(y, rowvar=False))
   assert np.isfinite(value) and value > 0
 
 

@@ -92,8 +92,10 @@ def test_bilinear_resize_matches_torch(n_in, n_out):
 
 def test_input_norms():
   x = np.array([0.0, 128 / 255, 1.0], np.float32)
-  np.testing.assert_allclose(inception.normalize_input(x, 'pytorch_fid'), [-1, 1 / 255, 1], atol=1e-6)
-  np.testing.assert_allclose(inception.normalize_input(x, 'clean_fid'), [-1, 0, 127 / 128], atol=1e-6)
+  np.testing.assert_allclose(inception.normalize_input(x, 'pytorch_fid'), [-1, 1 / 255, 1],
+                             atol=1e-6)
+  np.testing.assert_allclose(inception.normalize_input(x, 'clean_fid'), [-1, 0, 127 / 128],
+                             atol=1e-6)
   with pytest.raises(ValueError, match='input_norm'):
     inception.normalize_input(x, 'tf')
 

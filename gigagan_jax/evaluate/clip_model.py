@@ -134,7 +134,10 @@ class CLIPVisionTransformer(nn.Module):
 
 
 def resize_for_clip(images, size: int):
-  """Short side to `size` (bicubic, antialiased), then centre crop: [B, H, W, C] -> [B, size, size, C]."""
+  """Short side to `size` (bicubic, antialiased), then centre crop.
+
+  [B, H, W, C] -> [B, size, size, C].
+  """
   h, w = images.shape[1:3]
   if (h, w) == (size, size):
     return images
@@ -164,7 +167,10 @@ class CLIP(nn.Module):
     return self.visual_projection(self.vision_model(x))
 
   def encode_text(self, tokens, eot):
-    """tokens int32 [B, L] (CLIP BPE), eot int32 [B] (index of <|endoftext|>) -> [B, projection_dim]."""
+    """tokens int32 [B, L] (CLIP BPE), eot int32 [B] (index of <|endoftext|>).
+
+    Returns [B, projection_dim].
+    """
     return self.text_model(tokens, eot)['text_embeds']
 
   def __call__(self, images, tokens, eot):  # used by init: touches every parameter
@@ -201,7 +207,10 @@ def text_embeds(clip: CLIPWeights, tokens, eot):
 
 
 def _dense(state, prefix, heads=None, out_heads=None):
-  """torch Linear [out, in] -> Flax kernel [in, out]; q/k/v split to [D, H, Dh], out to [H, Dh, D]."""
+  """torch Linear [out, in] -> Flax kernel [in, out].
+
+  q/k/v kernels are split to [D, H, Dh], out_proj to [H, Dh, D].
+  """
   kernel, bias = state[prefix + '.weight'].T, state[prefix + '.bias']
   if heads is not None:
     kernel, bias = kernel.reshape(kernel.shape[0], heads, -1), bias.reshape(heads, -1)

@@ -17,7 +17,8 @@ from gigagan_jax.evaluate.clip_model import CLIPWeights, image_embeds, text_embe
 
 DEFAULT_PREFIX = 'A photo depicts '
 
-Tokenizer = Callable[[Sequence[str]], dict]  # captions -> {'tokens': int32 [B, L], 'eot': int32 [B]}
+# captions -> {'tokens': int32 [B, L], 'eot': int32 [B]}
+Tokenizer = Callable[[Sequence[str]], dict]
 
 
 def cosine_similarity(a, b):
@@ -41,7 +42,8 @@ def clip_similarities(clip: CLIPWeights, images, captions: Sequence[str], tokeni
     raise ValueError(f'{len(images)} images but {len(captions)} captions')
   toks = tokenize([prefix + c for c in captions])
   img = image_embeds(clip, images)
-  txt = text_embeds(clip, jnp.asarray(toks['tokens'], jnp.int32), jnp.asarray(toks['eot'], jnp.int32))
+  txt = text_embeds(clip, jnp.asarray(toks['tokens'], jnp.int32),
+                    jnp.asarray(toks['eot'], jnp.int32))
   return np.asarray(cosine_similarity(img, txt), np.float64)
 
 
@@ -53,7 +55,8 @@ def clip_score(clip: CLIPWeights, batches: Iterable[tuple[np.ndarray, Sequence[s
   'num_images': N, 'prefix': prefix, 'model': checkpoint name,
   'image_size': CLIP input size, 'definition': ...}.
   """
-  sims = [clip_similarities(clip, images, captions, tokenize, prefix) for images, captions in batches]
+  sims = [clip_similarities(clip, images, captions, tokenize, prefix)
+          for images, captions in batches]
   if not sims:
     raise ValueError('clip_score: no images were given')
   sims = np.concatenate(sims)
@@ -64,5 +67,6 @@ def clip_score(clip: CLIPWeights, batches: Iterable[tuple[np.ndarray, Sequence[s
       'prefix': prefix,
       'model': clip.cfg.name,
       'image_size': clip.cfg.vision.image_size,
-      'definition': 'mean cosine similarity of CLIP image and text embeddings (not x100, not clipped)',
+      'definition': ('mean cosine similarity of CLIP image and text embeddings '
+                     '(not x100, not clipped)'),
   }

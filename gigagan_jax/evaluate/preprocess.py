@@ -11,11 +11,13 @@ treat real and generated images identically:
      aliasing) before Inception-v3.
 
 Step 3 is `clean_resize`; then call `inception.pool_features(...,
-input_norm='clean_fid')` to scale pixels exactly as clean-fid does. All functions work on host numpy arrays: PIL is the
-reference resampler here on purpose, since FID is sensitive to the resize
-implementation (Parmar et al., "On Aliased Resizing and Surprising Subtleties
-in GAN Evaluation", 2022) and any other filter gives numbers that are not
-comparable with published ones.
+input_norm='clean_fid')` to scale pixels exactly as clean-fid does.
+
+All functions work on host numpy arrays: PIL is the reference resampler here
+on purpose, since FID is sensitive to the resize implementation (Parmar et
+al., "On Aliased Resizing and Surprising Subtleties in GAN Evaluation", 2022)
+and any other filter gives numbers that are not comparable with published
+ones.
 """
 from __future__ import annotations
 
