@@ -62,7 +62,7 @@ def get_base_config():
   g.attn_mlp_ratio = 4               # feed-forward after attention; 0 = none
   g.attn_residual_gain = 0.1         # open question 5 ("small gain")
   g.attn_w_token = True              # w joins self-attention as an extra token
-  g.conv_impl = 'grouped'            # 'grouped' | 'fused' (see nn/modulated_conv.py)
+  g.conv_impl = 'fused'              # 'fused' | 'grouped' (see nn/modulated_conv.py)
   g.pyramid_levels = 5               # outputs at R, R/2, ..., R/2**(levels-1)
   g.text_encoder = text_encoder_config(dim=512, layers=2, heads=4)
   g.dtype = 'float32'                # compute dtype; 'bfloat16' on accelerators
@@ -139,7 +139,8 @@ def get_base_config():
   t.keep_last = 3
   t.keep_every = 0                   # also keep every K-th step for good; 0 = off
   t.max_consecutive_skips = 5        # non-finite steps in a row before restoring
-  t.num_sample_prompts = 8
+  t.sample_prompts = ('a red circle', 'two blue squares', 'a green star on a white background',
+                      'three yellow triangles')   # one grid row each
   t.num_sample_seeds = 4
-  t.sample_psi = 1.0
+  t.inject_nan_steps = ()            # fault injection for tests/drills: NaN D loss at these steps
   return c

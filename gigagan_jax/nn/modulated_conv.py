@@ -74,7 +74,7 @@ class ModulatedConv(nn.Module):
   bank_size: int = 1
   up: bool = False
   demodulate: bool = True
-  impl: str = 'grouped'
+  impl: str = 'fused'
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
