@@ -1,0 +1,44 @@
+"""python -m gigagan_jax.train --config=configs/t2i_tiny.py --workdir=runs/tiny
+
+Flags:
+  --config               experiment config file (override fields with --config.a.b=value)
+  --workdir              run directory: checkpoints/, samples/, TensorBoard events, metrics.jsonl;
+                         an existing run there is resumed
+  --allow_config_change  resume even though the config differs from the saved one
+  --coordinator_address, --num_processes, --process_id
+                         multi-process training: passed to jax.distributed.initialize
+                         (on TPU pods and SLURM, --distributed alone auto-detects them)
+  --distributed          call jax.distributed.initialize() with auto-detection
+  --cpu_collectives      'gloo' for multi-process CPU runs (tests, laptops)
+"""
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (resumed if it holds a run).')
+_ALLOW = flags.DEFINE_bool('allow_config_change', False,
+                           'Resume although the saved config differs.')
+_COORD = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
+_NUM = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
+_PID = flags.DEFINE_integer('process_id', None, 'Index of this process.')
+_DIST = flags.DEFINE_bool('distributed', False, 'jax.distributed.initialize() with auto-detection.')
+_CPU_COLL = flags.DEFINE_string('cpu_collectives', None, "CPU collectives, e.g. 'gloo'.")
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  del argv
+  if _CPU_COLL.value:
+    jax.config.update('jax_cpu_collectives_implementation', _CPU_COLL.value)
+  if _COORD.value:
+    jax.distributed.initialize(coordinator_address=_COORD.value, num_processes=_NUM.value,
+                               process_id=_PID.value)
+  elif _DIST.value:
+    jax.distributed.initialize()
+  from gigagan_jax.train.loop import train  # after distributed init: it queries devices
+  train(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,95 @@
+"""All of Orbax in one place: what a checkpoint holds and how it comes back.
+
+A checkpoint (workdir/checkpoints/<step>/) holds
+  state   the whole train state (G, D, G_ema, both optimiser states, step,
+          PRNG key, skip counters) via StandardSave, restorable onto any mesh
+  data    the grain iterator position of every process
+  config  the resolved config as JSON (checked on resume)
+Saving is asynchronous: the loop goes on while the files are written.
+"""
+import json
+import os
+
+import grain
+import orbax.checkpoint as ocp
+
+
+class ConfigMismatchError(RuntimeError):
+  """The workdir holds a run of a different config."""
+
+
+def config_to_dict(config) -> dict:
+  return json.loads(config.to_json())
+
+
+def diff_configs(saved: dict, current: dict, prefix: str = '') -> list[str]:
+  """Dotted names of fields whose values differ (or exist on one side only)."""
+  out = []
+  for k in sorted(set(saved) | set(current)):
+    a, b = saved.get(k, '<missing>'), current.get(k, '<missing>')
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += diff_configs(a, b, f'{prefix}{k}.')
+    elif a != b:
+      out.append(f'{prefix}{k}: saved {a!r}, now {b!r}')
+  return out
+
+
+# Fields that may change between a run and its resumption (how long, how
+# often to log/save, fault injection) without making it another experiment.
+RESUMABLE_FIELDS = ('train.steps', 'train.log_every', 'train.sample_every', 'train.ckpt_every',
+                    'train.keep_last', 'train.keep_every', 'train.inject_nan_steps')
+
+
+class Checkpointer:
+  """Owns the CheckpointManager of a workdir."""
+
+  def __init__(self, workdir: str, train_cfg):
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=train_cfg.keep_last, keep_period=train_cfg.keep_every or None,
+        enable_async_checkpointing=True, create=True)
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'config': ocp.JsonCheckpointHandler(),
+                       'data': grain.checkpoint.CheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def save(self, step: int, state, data_iter, config, force: bool = False) -> bool:
+    args = {'state': ocp.args.StandardSave(state), 'config': ocp.args.JsonSave(config_to_dict(config))}
+    if data_iter is not None:
+      args['data'] = grain.checkpoint.CheckpointSave(data_iter)
+    return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+
+  def saved_config(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
+
+  def check_config(self, step: int, config, allow_change: bool):
+    """Refuses to resume a run of another config unless `allow_change`."""
+    diffs = [d for d in diff_configs(self.saved_config(step), config_to_dict(config))
+             if not d.split(':')[0].startswith(RESUMABLE_FIELDS)]
+    if diffs and not allow_change:
+      raise ConfigMismatchError(
+          f'{self.directory} holds a run with another config (checkpoint {step}); differing '
+          'fields:\n  ' + '\n  '.join(diffs) +
+          '\nUse another --workdir, or pass --allow_config_change to resume anyway.')
+    return diffs
+
+  def restore(self, step: int, abstract_state, data_iter=None):
+    """State restored onto the shardings carried by `abstract_state`; the data
+    iterator (if given) is set to its saved position in place."""
+    args = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      args['data'] = grain.checkpoint.CheckpointRestore(data_iter)
+    return self.manager.restore(step, args=ocp.args.Composite(**args))['state']
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()

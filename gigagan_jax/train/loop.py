@@ -1,0 +1,236 @@
+"""The training program: one readable function in stages.
+
+  mesh -> text -> models & shardings -> input -> checkpoint (resume) ->
+  writers -> loop (step, log, sample, save; preemption and non-finite guards)
+
+The same code runs on one CPU, on 8 fake CPU devices in tests, on a GPU node
+and on every host of a TPU pod (each process feeds its own shard of the batch).
+"""
+import json
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from gigagan_jax import parallel
+from gigagan_jax.config_utils import validate
+from gigagan_jax.data.pipeline import make_dataset
+from gigagan_jax.models.build import build_models
+from gigagan_jax.text.backbone import make_backbone
+from gigagan_jax.text.tokenizer import make_tokenizer
+from gigagan_jax.train import samples as samples_lib
+from gigagan_jax.train import state as state_lib
+from gigagan_jax.train.checkpoint import Checkpointer
+from gigagan_jax.train.writers import NullWriter, TensorBoardWriter
+from gigagan_jax.train.step import jit_train_step, make_train_step
+
+MODEL_KEYS = ('image', 'tokens', 'eot')  # what the jitted step sees of a batch
+
+
+class NonFiniteError(RuntimeError):
+  """Training kept producing non-finite losses and there is nothing to restore."""
+
+
+def _say(msg: str):
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+def _fmt_time(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m' if seconds >= 3600 else \
+      f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+class _Preemption:
+  """SIGTERM sets a flag; the loop saves at the end of the current step.
+
+  With several processes, jax's preemption sync point makes all processes
+  agree on the step at which to save.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+  def _handler(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      try:
+        return self.requested or multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # preemption service not started (no jax.distributed)
+        return self.requested
+    return self.requested
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(config, workdir: str, *, allow_config_change: bool = False, make_iterator=None,
+          devices=None) -> dict:
+  """Trains until config.train.steps; returns the last logged metrics.
+
+  Args:
+    config: a validated or raw experiment config.
+    workdir: holds checkpoints/, samples/, TensorBoard events, metrics.jsonl.
+    allow_config_change: resume even if the saved config differs.
+    make_iterator: optional (tokenizer) -> batch iterator replacing the TFDS
+      pipeline (tests feeding in-memory data); it must support grain's
+      get_state/set_state if checkpoints are saved.
+    devices: devices for the mesh (default: all).
+  """
+  config = validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  tcfg = config.train
+
+  # ------------------------------------------------------------------ mesh
+  mesh = parallel.make_mesh(config.mesh, devices)
+  _say(f'mesh {dict(mesh.shape)} over {mesh.devices.size} {jax.devices()[0].platform} devices, '
+       f'{jax.process_count()} process(es)')
+
+  # ------------------------------------------------------------------ text
+  tokenizer = make_tokenizer(config.text)
+  backbone = make_backbone(config.text)
+  feature_dim = backbone.dim if backbone is not None else 0
+  backbone_params = backbone.params if backbone is not None else {}
+
+  # ------------------------------------------------------- models, shardings
+  g, d = build_models(config, tokenizer.vocab_size)
+  g_tx, d_tx = state_lib.make_optimizers(config)
+  shardings = state_lib.state_shardings(g, d, g_tx, d_tx, config, feature_dim, mesh)
+  step_fn = jit_train_step(make_train_step(g, d, g_tx, d_tx, config, backbone), shardings, mesh,
+                           {'image': 4, 'tokens': 2, 'eot': 1})
+
+  # ------------------------------------------------------------------ input
+  if make_iterator is not None:
+    data_iter = make_iterator(tokenizer)
+  else:
+    data_iter = make_dataset(config.data, tokenize=tokenizer, seed=config.seed)
+
+  # ------------------------------------------------------ checkpoint / resume
+  ckpt = Checkpointer(workdir, tcfg)
+  abstract = state_lib.abstract_state(shardings, g, d, g_tx, d_tx, config, feature_dim)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    diffs = ckpt.check_config(latest, config, allow_config_change)
+    state = ckpt.restore(latest, abstract, data_iter)
+    _say(f'resumed from {ckpt.directory}/{latest}' +
+         (f' (config changed: {"; ".join(diffs)})' if diffs else ''))
+  else:
+    init = jax.jit(lambda: state_lib.init_state(g, d, g_tx, d_tx, config, feature_dim),
+                   out_shardings=shardings)
+    state = init()
+    _say(f'initialised G ({state_lib.count_params(state["g"]) / 1e6:.2f}M params) and '
+         f'D ({state_lib.count_params(state["d"]) / 1e6:.2f}M params)')
+
+  # ---------------------------------------------------------------- writers
+  writer = TensorBoardWriter(workdir) if jax.process_index() == 0 else NullWriter()
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  samples_dir = os.path.join(workdir, 'samples')
+
+  def sample_fn(ema, z, text):
+    if backbone is not None:
+      text = dict(text, features=backbone.apply(backbone_params, text['tokens'], text['eot']))
+    return g.apply({'params': ema}, z, text)
+
+  sample_grid = samples_lib.SampleGrid(jax.jit(sample_fn), tcfg.sample_prompts, tokenizer,
+                                       config.generator.z_dim, tcfg.num_sample_seeds, config.seed)
+
+  def write_samples(step: int):
+    image = sample_grid.render(state['ema'])
+    if jax.process_index() == 0:
+      path = os.path.join(samples_dir, f'step_{step:07d}.png')
+      samples_lib.save_png(image, path, upscale=max(1, 128 // config.generator.resolution))
+      writer.write_images(step, {'samples': image})
+      return path
+
+  # ------------------------------------------------------------------- loop
+  preemption = _Preemption()
+  step = int(state['step'])
+  start_step, last_saved, last_metrics, pending = step, step, {}, None
+  t_log, step_at_log = time.perf_counter(), step
+  batch_size = config.data.batch_size
+  if step == 0:
+    write_samples(0)
+  try:
+    while step < tcfg.steps:
+      batch = next(data_iter)
+      batch = parallel.global_batch({k: batch[k] for k in MODEL_KEYS}, mesh)
+      state, metrics = step_fn(state, batch, backbone_params)
+      step += 1
+
+      # Non-finite guard, one step behind so the host never waits on the device.
+      if pending is not None and int(pending['consecutive_skips']) >= tcfg.max_consecutive_skips:
+        latest = ckpt.latest_step()
+        if latest is None:
+          raise NonFiniteError(
+              f'{int(pending["consecutive_skips"])} consecutive non-finite steps (up to step {step - 1}) '
+              'and no checkpoint to restore; lower the learning rates or check the data')
+        ckpt.wait()
+        state = ckpt.restore(latest, abstract, data_iter)
+        step = int(state['step'])
+        _say(f'WARNING: {tcfg.max_consecutive_skips} consecutive non-finite steps; '
+             f'restored checkpoint {latest} and continue from step {step}')
+        pending = None
+        continue
+      pending = metrics
+
+      if step % tcfg.log_every == 0 or step == tcfg.steps:
+        last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        last_metrics['total_skips'] = int(state['total_skips'])
+        now = time.perf_counter()
+        rate = (step - step_at_log) * batch_size / max(now - t_log, 1e-9)
+        eta = (tcfg.steps - step) * batch_size / max(rate, 1e-9)
+        t_log, step_at_log = now, step
+        writer.write_scalars(step, dict(last_metrics, img_per_sec=rate))
+        if jax.process_index() == 0:
+          with open(metrics_path, 'a') as f:
+            f.write(json.dumps({'step': step, 'img_per_sec': rate, **last_metrics}) + '\n')
+        _say(f'step {step}/{tcfg.steps} | {rate:.1f} img/s | d {last_metrics["d_loss"]:.3f} '
+             f'g {last_metrics["g_loss"]:.3f} r1 {last_metrics["r1"]:.4f} '
+             f'acc {last_metrics["d_acc"]:.2f} skips {last_metrics["total_skips"]} | '
+             f'eta {_fmt_time(eta)}')
+      if step % tcfg.sample_every == 0:
+        write_samples(step)
+      if step % tcfg.ckpt_every == 0:
+        ckpt.save(step, state, data_iter, config)
+        last_saved = step
+        _test_hook_after_save(step, ckpt)
+      if preemption.should_stop(step):
+        ckpt.save(step, state, data_iter, config, force=True)
+        ckpt.wait()
+        _say(f'preempted (SIGTERM): saved checkpoint {step} to {ckpt.directory}; '
+             'run the same command to resume')
+        return last_metrics
+  finally:
+    preemption.restore()
+
+  # ------------------------------------------------------------------- end
+  if step > start_step:
+    if last_saved != step:
+      ckpt.save(step, state, data_iter, config, force=True)
+    if step % tcfg.sample_every:
+      write_samples(step)
+  ckpt.wait()
+  writer.close()
+  _say(f'done: {step} steps\n'
+       f'  checkpoint  {ckpt.directory}/{ckpt.latest_step()}\n'
+       f'  samples     {samples_dir}/\n'
+       f'  metrics     {metrics_path} and TensorBoard events in {workdir}\n'
+       f'  (tensorboard --logdir {workdir})')
+  return last_metrics
+
+
+def _test_hook_after_save(step: int, ckpt: Checkpointer):
+  """Resume tests: GIGAGAN_SIGKILL_AFTER_SAVE=N kills this process with SIGKILL
+  once checkpoint N is on disk, an unclean death like a lost machine."""
+  if os.environ.get('GIGAGAN_SIGKILL_AFTER_SAVE') == str(step):
+    ckpt.wait()
+    os.kill(os.getpid(), signal.SIGKILL)

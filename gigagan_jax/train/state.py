@@ -1,0 +1,105 @@
+"""Train state: a plain dict of arrays, its optimisers, and its shardings.
+
+  state = {
+    'step': int32 [],                 training steps done
+    'key': uint32 [2],                base PRNG key; step keys are fold_in(key, step)
+    'g', 'd', 'ema': param trees,     G, D and G's exponential moving average
+    'g_opt', 'd_opt': optax states,
+    'skips': int32 [],                consecutive steps skipped as non-finite
+    'total_skips': int32 [],
+  }
+
+Shardings come from the parameters' logical axis names (parallel.LOGICAL_RULES);
+optimizer moments follow their parameters, scalars are replicated.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from gigagan_jax import parallel
+from gigagan_jax.models.build import example_pyramid, example_text
+
+
+def _is_attention(path) -> bool:
+  return any('attn' in str(getattr(k, 'key', k)) for k in path)
+
+
+def attention_mask(params):
+  """True for attention-layer kernels (the paper's 0.01 weight decay applies there)."""
+  return jax.tree_util.tree_map_with_path(lambda p, x: _is_attention(p) and x.ndim >= 2, params)
+
+
+def make_optimizer(optim_cfg, lr: float) -> optax.GradientTransformation:
+  """AdamW with weight decay on attention weights only (paper Table A2)."""
+  tx = optax.adamw(lr, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
+                   weight_decay=optim_cfg.attn_weight_decay, mask=attention_mask)
+  if optim_cfg.grad_clip:
+    tx = optax.chain(optax.clip_by_global_norm(optim_cfg.grad_clip), tx)
+  return tx
+
+
+def make_optimizers(config):
+  return (make_optimizer(config.optim, config.optim.g_lr),
+          make_optimizer(config.optim, config.optim.d_lr))
+
+
+def init_params(g, d, config, key, feature_dim: int, batch: int = 2):
+  """Boxed (logically partitioned) G and D params."""
+  text = example_text(config, batch, feature_dim)
+  z = jnp.zeros((batch, config.generator.z_dim))
+  k_g, k_d = jax.random.split(key)
+  g_params = g.init(k_g, z, text)['params']
+  d_params = d.init(k_d, example_pyramid(config, batch), text)['params']
+  return g_params, d_params
+
+
+def init_state(g, d, g_tx, d_tx, config, feature_dim: int):
+  """A fresh state (unboxed) from config.seed."""
+  key = jax.random.PRNGKey(config.seed)
+  g_params, d_params = nn.meta.unbox(init_params(g, d, config, key, feature_dim))
+  return {
+      'step': jnp.zeros((), jnp.int32),
+      'key': jax.random.fold_in(key, 1),
+      'g': g_params,
+      'd': d_params,
+      'ema': jax.tree.map(jnp.copy, g_params),
+      'g_opt': g_tx.init(g_params),
+      'd_opt': d_tx.init(d_params),
+      'skips': jnp.zeros((), jnp.int32),
+      'total_skips': jnp.zeros((), jnp.int32),
+  }
+
+
+def state_shardings(g, d, g_tx, d_tx, config, feature_dim: int, mesh):
+  """NamedShardings for every leaf of the state on `mesh`."""
+  boxed = jax.eval_shape(
+      lambda: init_params(g, d, config, jax.random.PRNGKey(0), feature_dim))
+  g_sh, d_sh = parallel.logical_shardings(boxed[0], mesh), parallel.logical_shardings(boxed[1], mesh)
+  rep = parallel.replicated(mesh)
+  abstract = jax.eval_shape(functools.partial(init_state, g, d, g_tx, d_tx, config, feature_dim))
+
+  def opt_shardings(tx, opt_state, param_sh):
+    return optax.tree_map_params(tx, lambda _, s: s, opt_state, param_sh,
+                                 transform_non_params=lambda _: rep)
+
+  return {
+      'step': rep, 'key': rep, 'skips': rep, 'total_skips': rep,
+      'g': g_sh, 'd': d_sh, 'ema': g_sh,
+      'g_opt': opt_shardings(g_tx, abstract['g_opt'], g_sh),
+      'd_opt': opt_shardings(d_tx, abstract['d_opt'], d_sh),
+  }
+
+
+def abstract_state(shardings, g, d, g_tx, d_tx, config, feature_dim: int):
+  """ShapeDtypeStructs carrying `shardings`: the restore target for Orbax."""
+  shapes = jax.eval_shape(functools.partial(init_state, g, d, g_tx, d_tx, config, feature_dim))
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      shapes, shardings)
+
+
+def count_params(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
