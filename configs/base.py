@@ -142,5 +142,7 @@ def get_base_config():
   t.sample_prompts = ('a red circle', 'two blue squares', 'a green star on a white background',
                       'three yellow triangles')   # one grid row each
   t.num_sample_seeds = 4
-  t.inject_nan_steps = ()            # fault injection for tests/drills: NaN D loss at these steps
+  # Fault injection for tests and drills: NaN D loss at these steps, as
+  # transient faults (the first len(inject_nan_steps) skips of a run).
+  t.inject_nan_steps = ()
   return c

@@ -28,7 +28,7 @@ def _layer_norm(name: str, dtype, param_dtype):
                       bias_init=_part(nn.initializers.zeros, ('norm',)))
 
 
-def _dense(features, names, name, dtype, param_dtype, axis=-1):
+def _dense(features, names, name, dtype, param_dtype, axis=-1, use_bias=True):
   """DenseGeneral whose kernel/bias carry logical axis names.
 
   `names` names every kernel axis (input axes first); the bias takes the
@@ -36,7 +36,7 @@ def _dense(features, names, name, dtype, param_dtype, axis=-1):
   """
   n_out = 1 if isinstance(features, int) else len(features)
   return nn.DenseGeneral(
-      features, axis=axis, dtype=dtype, param_dtype=param_dtype, name=name,
+      features, axis=axis, dtype=dtype, param_dtype=param_dtype, name=name, use_bias=use_bias,
       kernel_init=_part(nn.initializers.lecun_normal(), names),
       bias_init=_part(nn.initializers.zeros, names[-n_out:]))
 
@@ -53,9 +53,11 @@ class SelfAttention(nn.Module):
     d = x.shape[-1]
     h = self.num_heads
     head_dim = d // h
-    qkv = lambda name: _dense((h, head_dim), ('embed', 'heads', 'kv'), name,
-                              self.dtype, self.param_dtype)(x)
-    q, k, v = qkv('query'), qkv('key'), qkv('value')  # [B, L, H, Dh]
+    qkv = lambda name, bias=True: _dense((h, head_dim), ('embed', 'heads', 'kv'), name,
+                                         self.dtype, self.param_dtype, use_bias=bias)(x)
+    # No key bias: it adds the same q.b to every logit of a query, which the
+    # softmax cancels, so it would be a parameter without gradient.
+    q, k, v = qkv('query'), qkv('key', bias=False), qkv('value')  # [B, L, H, Dh]
     logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
     logits = logits / jnp.sqrt(jnp.float32(head_dim))
     # Every row has at least one valid key (the start token), so a large

@@ -19,16 +19,13 @@ from jax.experimental import multihost_utils
 from gigagan_jax import parallel
 from gigagan_jax.config_utils import validate
 from gigagan_jax.data.pipeline import make_dataset
-from gigagan_jax.models.build import build_models
 from gigagan_jax.text.backbone import make_backbone
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import samples as samples_lib
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.checkpoint import Checkpointer
 from gigagan_jax.train.writers import NullWriter, TensorBoardWriter
-from gigagan_jax.train.step import jit_train_step, make_train_step
-
-MODEL_KEYS = ('image', 'tokens', 'eot')  # what the jitted step sees of a batch
+from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
 
 
 class NonFiniteError(RuntimeError):
@@ -102,11 +99,10 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   backbone_params = backbone.params if backbone is not None else {}
 
   # ------------------------------------------------------- models, shardings
-  g, d = build_models(config, tokenizer.vocab_size)
-  g_tx, d_tx = state_lib.make_optimizers(config)
-  shardings = state_lib.state_shardings(g, d, g_tx, d_tx, config, feature_dim, mesh)
-  step_fn = jit_train_step(make_train_step(g, d, g_tx, d_tx, config, backbone), shardings, mesh,
-                           {'image': 4, 'tokens': 2, 'eot': 1})
+  parts = state_lib.build(config, mesh, tokenizer.vocab_size, feature_dim)
+  g = parts.g
+  step_fn = jit_train_step(
+      make_train_step(g, parts.d, parts.g_tx, parts.d_tx, config, backbone), parts.shardings, mesh)
 
   # ------------------------------------------------------------------ input
   if make_iterator is not None:
@@ -116,17 +112,14 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
 
   # ------------------------------------------------------ checkpoint / resume
   ckpt = Checkpointer(workdir, tcfg)
-  abstract = state_lib.abstract_state(shardings, g, d, g_tx, d_tx, config, feature_dim)
   latest = ckpt.latest_step()
   if latest is not None:
     diffs = ckpt.check_config(latest, config, allow_config_change)
-    state = ckpt.restore(latest, abstract, data_iter)
+    state = ckpt.restore(latest, parts.abstract, data_iter)
     _say(f'resumed from {ckpt.directory}/{latest}' +
          (f' (config changed: {"; ".join(diffs)})' if diffs else ''))
   else:
-    init = jax.jit(lambda: state_lib.init_state(g, d, g_tx, d_tx, config, feature_dim),
-                   out_shardings=shardings)
-    state = init()
+    state = parts.init(config)
     _say(f'initialised G ({state_lib.count_params(state["g"]) / 1e6:.2f}M params) and '
          f'D ({state_lib.count_params(state["d"]) / 1e6:.2f}M params)')
 
@@ -155,30 +148,35 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   preemption = _Preemption()
   step = int(state['step'])
   start_step, last_saved, last_metrics, pending = step, step, {}, None
+  restored_from = None  # checkpoint restored after non-finite steps
   t_log, step_at_log = time.perf_counter(), step
   batch_size = config.data.batch_size
   if step == 0:
     write_samples(0)
+  _say(f'training from step {step} to {tcfg.steps} (the first step compiles, which takes a while)')
   try:
     while step < tcfg.steps:
       batch = next(data_iter)
-      batch = parallel.global_batch({k: batch[k] for k in MODEL_KEYS}, mesh)
+      batch = parallel.global_batch({k: batch[k] for k in BATCH_NDIMS}, mesh)
       state, metrics = step_fn(state, batch, backbone_params)
       step += 1
 
       # Non-finite guard, one step behind so the host never waits on the device.
       if pending is not None and int(pending['consecutive_skips']) >= tcfg.max_consecutive_skips:
         latest = ckpt.latest_step()
-        if latest is None:
+        if latest is None or latest == restored_from:
           raise NonFiniteError(
-              f'{int(pending["consecutive_skips"])} consecutive non-finite steps (up to step {step - 1}) '
-              'and no checkpoint to restore; lower the learning rates or check the data')
+              f'{int(pending["consecutive_skips"])} consecutive non-finite steps (up to step '
+              f'{step - 1}) and ' + ('no checkpoint to restore' if latest is None else
+                                     f'checkpoint {latest} was already restored once') +
+              '; lower the learning rates or check the data')
         ckpt.wait()
-        state = ckpt.restore(latest, abstract, data_iter)
-        step = int(state['step'])
+        total_skips = state['total_skips']  # the run's count survives the restore
+        state = dict(ckpt.restore(latest, parts.abstract, data_iter), total_skips=total_skips)
+        step, restored_from, pending = int(state['step']), latest, None
+        t_log, step_at_log = time.perf_counter(), step
         _say(f'WARNING: {tcfg.max_consecutive_skips} consecutive non-finite steps; '
              f'restored checkpoint {latest} and continue from step {step}')
-        pending = None
         continue
       pending = metrics
 
@@ -200,11 +198,15 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
       if step % tcfg.sample_every == 0:
         write_samples(step)
       if step % tcfg.ckpt_every == 0:
-        ckpt.save(step, state, data_iter, config)
-        last_saved = step
-        _test_hook_after_save(step, ckpt)
+        if int(metrics['consecutive_skips']):  # a restore must find a good state
+          _say(f'step {step}: no checkpoint in the middle of non-finite steps')
+        else:
+          ckpt.save(step, state, data_iter, config)
+          last_saved, restored_from = step, None
+          _test_hook_after_save(step, ckpt)
       if preemption.should_stop(step):
-        ckpt.save(step, state, data_iter, config, force=True)
+        if last_saved != step:
+          ckpt.save(step, state, data_iter, config, force=True)
         ckpt.wait()
         _say(f'preempted (SIGTERM): saved checkpoint {step} to {ckpt.directory}; '
              'run the same command to resume')

@@ -13,6 +13,7 @@ Shardings come from the parameters' logical axis names (parallel.LOGICAL_RULES);
 optimizer moments follow their parameters, scalars are replicated.
 """
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ import optax
 from flax import linen as nn
 
 from gigagan_jax import parallel
-from gigagan_jax.models.build import example_pyramid, example_text
+from gigagan_jax.models.build import build_models, example_pyramid, example_text
 
 
 def _is_attention(path) -> bool:
@@ -103,3 +104,27 @@ def abstract_state(shardings, g, d, g_tx, d_tx, config, feature_dim: int):
 
 def count_params(tree) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+class Parts(NamedTuple):
+  """Everything the step, init and restore need for a config on a mesh."""
+  g: Any
+  d: Any
+  g_tx: optax.GradientTransformation
+  d_tx: optax.GradientTransformation
+  shardings: dict   # NamedSharding per state leaf
+  abstract: dict    # ShapeDtypeStruct per state leaf, carrying its sharding
+  feature_dim: int
+
+  def init(self, config):
+    """A fresh state, created directly in its shards."""
+    return jax.jit(lambda: init_state(self.g, self.d, self.g_tx, self.d_tx, config,
+                                      self.feature_dim), out_shardings=self.shardings)()
+
+
+def build(config, mesh, vocab_size: int, feature_dim: int) -> Parts:
+  g, d = build_models(config, vocab_size)
+  g_tx, d_tx = make_optimizers(config)
+  shardings = state_shardings(g, d, g_tx, d_tx, config, feature_dim, mesh)
+  return Parts(g, d, g_tx, d_tx, shardings,
+               abstract_state(shardings, g, d, g_tx, d_tx, config, feature_dim), feature_dim)

@@ -38,7 +38,7 @@ def ema_beta(train_cfg, batch_size: int, step):
 def _all_finite(*trees) -> jax.Array:
   # A sum of squares is non-finite iff some element is. (A per-leaf
   # isfinite/all reduction compiles ~50x slower on XLA:CPU for big trees.)
-  return jnp.isfinite(optax.global_norm(trees))
+  return jnp.isfinite(optax.tree.norm(trees))
 
 
 def _apply_updates(tx, grads, opt_state, params):
@@ -107,8 +107,12 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
     do_r1 = (loss_cfg.r1_gamma > 0) & (step % loss_cfg.r1_interval == 0)
     (d_loss, d_metrics), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         state['d'], fake, real, text, wrong, do_r1, k_gp)
-    if inject_nan:  # fault injection for tests and drills (config.train.inject_nan_steps)
-      d_loss = jnp.where(jnp.isin(step, jnp.array(inject_nan)), jnp.nan, d_loss)
+    if inject_nan:  # fault injection for tests and drills (config.train.inject_nan_steps):
+      # transient faults, so only until that many skips have been counted
+      # (total_skips survives a restore, the faults do not come back).
+      # Steps are numbered as logged: the first step is step 1.
+      fault = jnp.isin(step + 1, jnp.array(inject_nan)) & (state['total_skips'] < len(inject_nan))
+      d_loss = jnp.where(fault, jnp.nan, d_loss)
     d_params, d_opt = _apply_updates(d_tx, d_grads, state['d_opt'], state['d'])
 
     # ---- G update against the updated D
@@ -133,20 +137,24 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
     }
     metrics = {**d_metrics, **g_metrics, 'd_loss': d_loss, 'skipped': ~finite,
                'consecutive_skips': new_state['skips'],
-               'g_grad_norm': optax.global_norm(g_grads),
-               'd_grad_norm': optax.global_norm(d_grads), 'ema_beta': beta}
+               'g_grad_norm': optax.tree.norm(g_grads),
+               'd_grad_norm': optax.tree.norm(d_grads), 'ema_beta': beta}
     return new_state, metrics
 
   return train_step
 
 
-def jit_train_step(step_fn, state_shardings, mesh, batch_ndims: dict):
+# What the step reads of a batch, and each entry's rank.
+BATCH_NDIMS = {'image': 4, 'tokens': 2, 'eot': 1}
+
+
+def jit_train_step(step_fn, state_shardings, mesh):
   """jit with explicit shardings; the state buffer is donated (updated in place).
 
-  batch_ndims: {'image': 4, 'tokens': 2, 'eot': 1}; the frozen backbone's
-  params are replicated.
+  The batch is sharded over ('data', 'fsdp'); the frozen backbone's params
+  are replicated.
   """
-  batch_sh = {k: batch_sharding(mesh, n) for k, n in batch_ndims.items()}
+  batch_sh = {k: batch_sharding(mesh, n) for k, n in BATCH_NDIMS.items()}
   return jax.jit(step_fn,
                  in_shardings=(state_shardings, batch_sh, replicated(mesh)),
                  out_shardings=(state_shardings, replicated(mesh)),

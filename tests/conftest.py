@@ -1,0 +1,18 @@
+"""Test-session environment, set before anything imports jax.
+
+- 8 fake CPU devices, so every sharding path runs without accelerators
+  (DESIGN.md "Parallelism").
+- XLA backend optimisation off: the training tests are dominated by XLA:CPU
+  compile time (~40 s per train-step program at the default level, ~20 s
+  here); every test compares programs compiled with the same flags.
+- A session-wide persistent compilation cache, inherited by the subprocesses
+  that the multi-process, SIGKILL and SIGTERM tests start, so the same train
+  step is compiled once.
+"""
+import os
+import tempfile
+
+os.environ.setdefault(
+    'XLA_FLAGS', '--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0')
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='gigagan_jax_cache_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '1')

@@ -1,0 +1,298 @@
+"""The training system on 8 fake CPU devices (tests/conftest.py).
+
+Sharded vs single-device steps, two processes vs one, SIGKILL + resume vs a
+straight run, restore onto another mesh, SIGTERM, non-finite steps, and the
+refusal to resume a different config. Everything uses configs/t2i_micro.py on
+a 256-image captioned_shapes build.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from gigagan_jax import parallel
+from gigagan_jax.config_utils import load_config, validate
+from gigagan_jax.data.pipeline import ensure_dataset, make_dataset
+from gigagan_jax.text.tokenizer import make_tokenizer
+from gigagan_jax.train import loop
+from gigagan_jax.train import state as state_lib
+from gigagan_jax.train.checkpoint import Checkpointer, ConfigMismatchError
+from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('data'))
+  ensure_dataset(micro_config(path).data)
+  return path
+
+
+def micro_config(data_dir, overrides=None):
+  config = load_config(os.path.join(REPO, 'configs/t2i_micro.py'))
+  config.data.data_dir = data_dir
+  config.update_from_flattened_dict(overrides or {})
+  return validate(config)
+
+
+def single_device():
+  return jax.devices()[:1]
+
+
+def mesh_parts(config, mesh_shape):
+  """(mesh, tokenizer, Parts) for `config` on the first prod(mesh_shape) devices."""
+  config = config.copy_and_resolve_references()
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:int(np.prod(mesh_shape))])
+  tokenizer = make_tokenizer(config.text)
+  return mesh, tokenizer, state_lib.build(config, mesh, tokenizer.vocab_size, 0)
+
+
+def saved_state(config, workdir, step):
+  """Checkpoint `step` of `workdir` as host numpy arrays."""
+  _, _, parts = mesh_parts(config, (1, 1, 1))
+  ckpt = Checkpointer(workdir, config.train)
+  try:
+    return jax.device_get(ckpt.restore(step, parts.abstract))
+  finally:
+    ckpt.close()
+
+
+def assert_trees_close(a, b, rtol, atol):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
+
+
+def assert_trees_equal(a, b):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
+LOGGED = ('step', 'd_loss', 'g_loss', 'r1', 'skipped')
+
+
+def logged(workdir) -> np.ndarray:
+  """metrics.jsonl as rows of LOGGED."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return np.array([[m[k] for k in LOGGED] for m in map(json.loads, f)])
+
+
+def cli(workdir, data_dir, *flags, devices=1, extra_env=None, **popen):
+  """Starts `python -m gigagan_jax.train` on the micro config in a subprocess."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', **(extra_env or {}))
+  env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
+                      '--xla_backend_optimization_level=0')
+  cmd = [sys.executable, '-m', 'gigagan_jax.train', '--config=configs/t2i_micro.py',
+         f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *flags]
+  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def finish(proc, timeout=600):
+  out, _ = proc.communicate(timeout=timeout)
+  return proc.returncode, out
+
+
+# ------------------------------------------------------------ sharded steps
+
+def test_sharded_steps_match_single_device(data_dir):
+  config = micro_config(data_dir)
+  tokenizer = make_tokenizer(config.text)
+  data = make_dataset(config.data, tokenize=tokenizer, seed=0, process_index=0, process_count=1)
+  batches = [{k: b[k] for k in BATCH_NDIMS} for b in (next(data) for _ in range(3))]
+
+  def run(mesh_shape):
+    mesh, _, parts = mesh_parts(config, mesh_shape)
+    step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config),
+                          parts.shardings, mesh)
+    state, losses = parts.init(config), []
+    for batch in batches:
+      state, metrics = step(state, parallel.global_batch(batch, mesh), {})
+      losses.append([float(metrics[k]) for k in ('d_loss', 'g_loss', 'r1')])
+    return state, np.array(losses)
+
+  ref_state, ref_losses = jax.device_get(run((1, 1, 1)))
+  assert np.all(np.isfinite(ref_losses)) and ref_losses[0, 2] > 0  # R1 ran at step 0
+  for mesh_shape in [(8, 1, 1), (2, 4, 1), (2, 2, 2)]:
+    state, losses = run(mesh_shape)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-5, err_msg=str(mesh_shape))
+    for key in ('g', 'd', 'ema'):
+      assert_trees_close(jax.device_get(state[key]), ref_state[key], rtol=1e-3, atol=2e-5)
+    if mesh_shape == (2, 4, 1):
+      # FSDP=4: each device holds a quarter of every fsdp-sharded weight.
+      params = {'g': state['g'], 'd': state['d']}
+      sharded = [x for x in jax.tree.leaves(params) if 'fsdp' in jax.tree.leaves(
+          tuple(x.sharding.spec))]
+      total = sum(x.nbytes for x in sharded)
+      per_device = parallel.param_bytes_per_device(sharded)
+      assert len(per_device) == 8
+      for nbytes in per_device.values():
+        assert nbytes == total // 4
+      # and the sharded weights are nearly all of the parameter bytes
+      assert total > 0.8 * sum(x.nbytes for x in jax.tree.leaves(params))
+
+
+# ------------------------------------------------------------ two processes
+
+class ConcatShards:
+  """What N processes read together, as one iterator: the single-process
+  reference for the multi-process test. Checkpointable like a grain iterator."""
+
+  def __init__(self, iterators):
+    self.iterators = iterators
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    parts = [next(it) for it in self.iterators]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  def get_state(self) -> bytes:
+    return json.dumps([it.get_state() for it in self.iterators]).encode()
+
+  def set_state(self, state: bytes):
+    for it, s in zip(self.iterators, json.loads(state)):
+      it.set_state(s)
+
+  def start_prefetch(self):
+    pass
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(data_dir, tmp_path):
+  overrides = {'train.steps': 2, 'train.ckpt_every': 2}
+  config = micro_config(data_dir, overrides)
+  multi = str(tmp_path / 'two_processes')
+  port = free_port()
+  procs = [cli(multi, data_dir, '--config.train.steps=2', '--config.train.ckpt_every=2',
+               f'--coordinator_address=localhost:{port}', '--num_processes=2',
+               f'--process_id={i}', '--cpu_collectives=gloo') for i in range(2)]
+  results = [finish(p) for p in procs]
+  for rc, out in results:
+    assert rc == 0, out
+  assert 'mesh {\'data\': 2' in results[0][1] and '2 process(es)' in results[0][1]
+
+  def both_shards(tokenizer):
+    return ConcatShards([make_dataset(config.data, tokenize=tokenizer, seed=config.seed,
+                                      process_index=i, process_count=2) for i in range(2)])
+
+  single = str(tmp_path / 'one_process')
+  loop.train(config, single, make_iterator=both_shards, devices=single_device())
+  np.testing.assert_allclose(logged(multi), logged(single), rtol=1e-4, atol=1e-5)
+  multi_state, single_state = saved_state(config, multi, 2), saved_state(config, single, 2)
+  for key in ('g', 'd', 'ema'):
+    assert_trees_close(multi_state[key], single_state[key], rtol=1e-3, atol=2e-5)
+
+
+# ------------------------------------------------------- resume, restore
+
+@pytest.fixture(scope='module')
+def straight_run(data_dir, tmp_path_factory):
+  """Six steps without interruption on one device, checkpoints at 3 and 6.
+
+  A subprocess like the killed and resumed runs: XLA:CPU programs are
+  bitwise reproducible in the same process setup (here: one CPU device), not
+  across setups (the test process has 8 fake devices).
+  """
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  rc, out = finish(cli(workdir, data_dir))
+  assert rc == 0, out
+  return workdir
+
+
+def test_sigkill_and_resume_is_bitwise_exact(data_dir, straight_run, tmp_path):
+  config = micro_config(data_dir)
+  workdir = str(tmp_path / 'killed')
+  rc, out = finish(cli(workdir, data_dir, extra_env={'GIGAGAN_SIGKILL_AFTER_SAVE': '3'}))
+  assert rc == -signal.SIGKILL, out
+  assert Checkpointer(workdir, config.train).all_steps() == [3]
+
+  rc, out = finish(cli(workdir, data_dir))
+  assert rc == 0 and 'resumed from' in out, out
+  resumed, straight = saved_state(config, workdir, 6), saved_state(config, straight_run, 6)
+  assert_trees_equal(resumed, straight)
+  # Same data order: identical losses at every step and the same iterator position.
+  np.testing.assert_array_equal(logged(workdir), logged(straight_run))
+  data_state = lambda wd: open(os.path.join(wd, 'checkpoints/6/data/process_0-of-1.json')).read()
+  assert data_state(workdir) == data_state(straight_run)
+
+
+def test_checkpoint_from_fsdp_mesh_restores_on_one_device(data_dir, straight_run, tmp_path,
+                                                          capsys):
+  workdir = str(tmp_path / 'remesh')
+  sharded = micro_config(data_dir, {'train.steps': 3})
+  sharded.mesh.data, sharded.mesh.fsdp = 2, 4
+  loop.train(sharded, workdir)  # all 8 devices
+  loop.train(micro_config(data_dir), workdir, devices=single_device())
+  out = capsys.readouterr().out
+  assert "mesh {'data': 2, 'fsdp': 4, 'tensor': 1}" in out
+  assert "mesh {'data': 1, 'fsdp': 1, 'tensor': 1}" in out and 'resumed from' in out
+  # Three steps on (2,4,1) then three on (1,1,1) = six on (1,1,1), up to float error.
+  config = micro_config(data_dir)
+  np.testing.assert_allclose(logged(workdir), logged(straight_run), rtol=1e-3, atol=1e-4)
+  resumed, straight = saved_state(config, workdir, 6), saved_state(config, straight_run, 6)
+  for key in ('g', 'd', 'ema'):
+    assert_trees_close(resumed[key], straight[key], rtol=1e-2, atol=1e-4)
+
+
+def test_refuses_to_resume_another_config(data_dir, straight_run):
+  changed = micro_config(data_dir, {'loss.r1_gamma': 1.0, 'train.steps': 7})
+  with pytest.raises(ConfigMismatchError, match=r'loss\.r1_gamma: saved 0\.2048, now 1\.0'):
+    loop.train(changed, straight_run, devices=single_device())
+  # train.steps alone is not a different experiment (asserted by the resume above).
+
+
+# ------------------------------------------------------- SIGTERM, NaN
+
+def test_sigterm_saves_and_exits_zero(data_dir, tmp_path):
+  workdir = str(tmp_path / 'preempted')
+  proc = cli(workdir, data_dir, '--config.train.steps=100000', '--config.train.ckpt_every=100000')
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + 300
+  while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 2):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  rc, out = finish(proc)
+  assert rc == 0, out
+  steps = Checkpointer(workdir, micro_config(data_dir).train).all_steps()
+  assert len(steps) == 1 and steps[0] >= 2
+  assert f'preempted (SIGTERM): saved checkpoint {steps[0]}' in out
+
+
+def test_non_finite_steps_are_skipped_then_restored(data_dir, tmp_path, capsys):
+  overrides = {'train.inject_nan_steps': (4, 5, 6), 'train.max_consecutive_skips': 3,
+               'train.steps': 8}
+  workdir = str(tmp_path / 'nan')
+  loop.train(micro_config(data_dir, overrides), workdir, devices=single_device())
+  out = capsys.readouterr().out
+  assert 'no checkpoint in the middle of non-finite steps' in out  # step 6
+  assert 'restored checkpoint 3 and continue from step 3' in out
+  log = logged(workdir)
+  step, skipped, d_loss = log[:, 0], log[:, LOGGED.index('skipped')], log[:, 1]
+  assert step.tolist() == [1, 2, 3, 4, 5, 6, 4, 5, 6, 7, 8]
+  assert skipped.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+  assert np.all(np.isfinite(d_loss[skipped == 0])) and np.all(np.isnan(d_loss[skipped == 1]))
+  final = saved_state(micro_config(data_dir, overrides), workdir, 8)
+  assert int(final['total_skips']) == 3
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(final['g']))
+
+  # Without a checkpoint to go back to, the run stops with a clear error.
+  no_ckpt = micro_config(data_dir, dict(overrides, **{'train.ckpt_every': 100}))
+  with pytest.raises(loop.NonFiniteError, match='3 consecutive non-finite steps .* no checkpoint'):
+    loop.train(no_ckpt, str(tmp_path / 'nan_no_ckpt'), devices=single_device())
