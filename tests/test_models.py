@@ -18,15 +18,17 @@ PROMPTS = ['a red circle at the top left', 'two blue squares on a yellow backgro
            'a small green star', 'three purple triangles']
 
 
-def _setup(dtype='float32'):
-  config = validate(load_config('configs/t2i_tiny.py'))
+def _setup(dtype='float32', config_file='configs/t2i_tiny.py'):
+  config = validate(load_config(config_file))
   config.generator.dtype = config.discriminator.dtype = dtype
   tokenizer = make_tokenizer(config.text)
   g, d = build_models(config, tokenizer.vocab_size)
   text = tokenizer(PROMPTS)
   z = jax.random.normal(jax.random.key(0), (len(PROMPTS), config.generator.z_dim))
-  g_vars = nn.meta.unbox(g.init(jax.random.key(1), z, text))
-  d_vars = nn.meta.unbox(d.init(jax.random.key(2), g.apply(g_vars, z, text), text))
+  # jit: op-by-op (eager) init of these models takes ~10x longer than compiling it
+  g_vars = nn.meta.unbox(jax.jit(g.init)(jax.random.key(1), z, text))
+  d_vars = nn.meta.unbox(jax.jit(d.init)(jax.random.key(2), jax.jit(g.apply)(g_vars, z, text),
+                                         text))
   return config, g, d, g_vars, d_vars, z, text
 
 
@@ -47,7 +49,7 @@ def test_generator_pyramid_shapes_and_dtype(tiny):
 
 def test_discriminator_one_logit_map_per_level_and_exit(tiny):
   config, g, d, g_vars, d_vars, z, text = tiny
-  logits = d.apply(d_vars, g.apply(g_vars, z, text), text)
+  logits = jax.eval_shape(lambda: d.apply(d_vars, g.apply(g_vars, z, text), text))
   r, levels = config.generator.resolution, config.generator.pyramid_levels
   stage_outputs = [r // 2**k for k in range(1, int(math.log2(r)) - 1)] + [1]
   expected = {}
@@ -73,11 +75,13 @@ def test_truncation_psi_zero_gives_the_mean_image_for_every_z(tiny):
   _, g, _, g_vars, _, _, _ = tiny
   text = make_tokenizer(load_config('configs/t2i_tiny.py').text)(['a red circle'] * 3)
   z = jax.random.normal(jax.random.key(5), (3, g.cfg.z_dim))
-  w_mean = g.apply(g_vars, text, jax.random.key(6), 64, method='mean_w')
-  trunc = g.apply(g_vars, z, text, psi=0.0, w_mean=w_mean)[0]
+  w_mean = jax.jit(lambda v, t, k: g.apply(v, t, k, 64, method='mean_w'))(
+      g_vars, text, jax.random.key(6))
+  trunc = jax.jit(lambda v, z, t, w: g.apply(v, z, t, psi=0.0, w_mean=w))(
+      g_vars, z, text, w_mean)[0]
   np.testing.assert_allclose(np.asarray(trunc[1]), np.asarray(trunc[0]), atol=1e-5)
   np.testing.assert_allclose(np.asarray(trunc[2]), np.asarray(trunc[0]), atol=1e-5)
-  plain = g.apply(g_vars, z, text)[0]
+  plain = jax.jit(g.apply)(g_vars, z, text)[0]
   assert not np.allclose(np.asarray(plain[1]), np.asarray(plain[0]), atol=1e-3)
   with pytest.raises(ValueError, match='w_mean'):
     g.apply(g_vars, z, text, psi=0.5)
@@ -124,18 +128,19 @@ def test_paper_generator_size_is_within_15_percent_of_the_paper():
 
 
 def test_bfloat16_compute_with_float32_params_tracks_float32():
-  config, g, d, g_vars, d_vars, z, text = _setup('float32')
-  _, g16, d16, *_ = _setup('bfloat16')
+  config, g, d, g_vars, d_vars, z, text = _setup('float32', 'configs/t2i_micro.py')
+  config.generator.dtype = config.discriminator.dtype = 'bfloat16'
+  g16, d16 = build_models(config, make_tokenizer(config.text).vocab_size)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(g_vars))
-  p32, p16 = g.apply(g_vars, z, text), g16.apply(g_vars, z, text)
+  p32, p16 = jax.jit(g.apply)(g_vars, z, text), jax.jit(g16.apply)(g_vars, z, text)
   for a, b in zip(p32, p16):
     assert b.dtype == jnp.float32 and np.isfinite(np.asarray(b)).all()
     assert float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a)) < 0.05
-  l32, l16 = d.apply(d_vars, p32, text), d16.apply(d_vars, p32, text)
+  l32, l16 = jax.jit(d.apply)(d_vars, p32, text), jax.jit(d16.apply)(d_vars, p32, text)
   for k in l32:
     assert float(jnp.linalg.norm(l32[k] - l16[k]) / (jnp.linalg.norm(l32[k]) + 1e-6)) < 0.1
   # Gradients flow in bf16 too.
-  grads = jax.grad(lambda p: jnp.mean(g16.apply(p, z, text)[0] ** 2))(g_vars)
+  grads = jax.jit(jax.grad(lambda p: jnp.mean(g16.apply(p, z, text)[0] ** 2)))(g_vars)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(grads))
 
 
