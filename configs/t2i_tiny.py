@@ -1,6 +1,7 @@
-"""Tiny text-to-image GigaGAN at 32 px: the smoke-test and CPU config.
+"""Tiny text-to-image GigaGAN at 32 px: the CPU config of the README's main command.
 
-Trains on the embedded `captioned_shapes` data on a laptop CPU in minutes:
+Trains on the embedded `captioned_shapes` data in about 5 minutes on 2 CPU
+cores (~1.1 s per step of 16 images, plus ~1 minute of compilation):
 
   python -m gigagan_jax.train --config=configs/t2i_tiny.py --workdir=runs/tiny
 
@@ -19,9 +20,9 @@ def get_config(arg=None):
   g.resolution = 32
   g.w_dim = 128
   g.z_dim = 64
-  g.channels = (128, 128, 96, 64)    # 4, 8, 16, 32 px
+  g.channels = (96, 96, 64, 32)      # 4, 8, 16, 32 px
   g.convs_per_scale = (1, 1, 1, 1)
-  g.kernel_bank = (4, 4, 4, 2)
+  g.kernel_bank = (2, 2, 2, 1)
   g.self_attn_resolutions = (8,)
   g.cross_attn_resolutions = (8, 16)
   g.attn_heads = 2
@@ -30,7 +31,7 @@ def get_config(arg=None):
   g.text_encoder = base.text_encoder_config(dim=128, layers=1, heads=2)
 
   d = c.discriminator
-  d.channels = (128, 128, 64, 32)    # stage inputs 4, 8, 16, 32 px
+  d.channels = (96, 96, 64, 32)      # stage inputs 4, 8, 16, 32 px
   d.self_attn_resolutions = (8,)
   d.attn_heads = 2
   d.head_layers = 2
@@ -46,9 +47,10 @@ def get_config(arg=None):
   c.loss.r1_gamma = 0.05
   c.loss.r1_interval = 4
 
-  c.train.steps = 600
+  c.train.steps = 200
   c.train.ema_halflife_kimg = 0.5
-  c.train.log_every = 20
-  c.train.sample_every = 200
-  c.train.ckpt_every = 200
+  c.train.log_every = 10
+  c.train.sample_every = 50
+  c.train.ckpt_every = 50            # 4 checkpoints to evaluate, all kept
+  c.train.keep_last = 4
   return c
