@@ -10,9 +10,10 @@ Flags:
                          (on TPU pods and SLURM, --distributed alone auto-detects them)
   --distributed          call jax.distributed.initialize() with auto-detection
   --cpu_collectives      'gloo' for multi-process CPU runs (tests, laptops)
+  --verbosity            absl log level; default: warnings only (0 shows Orbax/TFDS INFO logs)
 """
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
@@ -29,6 +30,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
+  if not flags.FLAGS['verbosity'].present:
+    # Orbax and TFDS log every save/read at INFO; keep the console to our progress lines.
+    logging.set_verbosity(logging.WARNING)
   if _CPU_COLL.value:
     jax.config.update('jax_cpu_collectives_implementation', _CPU_COLL.value)
   if _COORD.value:
