@@ -109,8 +109,9 @@ def get_base_config():
   loss.r1_gamma = 0.2048             # paper range 0.2048-2.048 (open question 7)
   loss.r1_interval = 16              # paper: lazy R1 every 16 D steps
   loss.wgan_gp_weight = 10.0         # only for loss.gan = 'wgan'
-  loss.clip_weight = 0.0             # CLIP contrastive loss on G; needs a CLIP model
-  loss.vision_aided_weight = 0.0     # vision-aided D; needs a frozen feature net
+  # Not in the train step yet (validate() refuses non-zero values):
+  loss.clip_weight = 0.0             # CLIP contrastive loss on G (paper Eq. 9)
+  loss.vision_aided_weight = 0.0     # vision-aided D on frozen CLIP features
 
   # ---------------------------------------------------------------- optimiser
   o = c.optim = ml_collections.ConfigDict()

@@ -87,4 +87,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # so that sizing tools (summary, planner) work without them.
   _require(config.loss.gan in ('logistic', 'hinge', 'lsgan', 'wgan'), 'loss.gan',
            f"must be 'logistic', 'hinge', 'lsgan' or 'wgan', got {config.loss.gan!r}")
+  for field in ('clip_weight', 'vision_aided_weight'):
+    _require(config.loss[field] == 0, f'loss.{field}',
+             'the CLIP-contrastive and vision-aided losses are not in the train step yet; '
+             'leave it at 0')
   return config

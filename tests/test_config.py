@@ -1,0 +1,38 @@
+"""Every shipped config validates; a wrong field fails with an error naming it."""
+import glob
+import os
+
+import pytest
+
+from gigagan_jax.config_utils import ConfigError, load_config, validate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))
+                 if os.path.basename(p) not in ('__init__.py', 'base.py'))
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
+def test_shipped_configs_validate(path):
+  config = validate(load_config(path))
+  assert config.data.resolution == config.generator.resolution
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('data.resolution', 64, r'config\.data\.resolution: 64 differs from generator\.resolution 32'),
+    ('generator.kernel_bank', (2, 2), r'config\.generator\.kernel_bank: needs one entry per scale'),
+    ('generator.self_attn_resolutions', (8, 12), r'config\.generator\.self_attn_resolutions: \[12\]'),
+    ('generator.dtype', 'float64', r'config\.generator\.dtype'),
+    ('loss.gan', 'relativistic', r"config\.loss\.gan: .* got 'relativistic'"),
+    ('text.backbone', 't5', r'config\.text\.backbone'),
+    ('loss.clip_weight', 0.1, r'config\.loss\.clip_weight: .* not in the train step yet'),
+])
+def test_bad_fields_are_named(field, value, message):
+  config = load_config(os.path.join(REPO, 'configs/t2i_tiny.py'))
+  config.update_from_flattened_dict({field: value})
+  with pytest.raises(ConfigError, match=message):
+    validate(config)
+
+
+def test_missing_config_file_is_named():
+  with pytest.raises(FileNotFoundError, match='configs/nope.py'):
+    load_config('configs/nope.py')

@@ -1,0 +1,93 @@
+"""GAN objectives, penalties and EMA against direct numpy formulas."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from gigagan_jax import losses
+from gigagan_jax.train.step import ema_beta, real_pyramid
+
+rng = np.random.default_rng(0)
+# Two logit maps of different sizes, as MS-I/O produces.
+REAL = {'a': rng.normal(size=(4, 4, 4, 1)), 'b': rng.normal(size=(4, 1, 1, 1))}
+FAKE = {'a': rng.normal(size=(4, 4, 4, 1)), 'b': rng.normal(size=(4, 1, 1, 1))}
+WRONG = {'a': rng.normal(size=(4, 4, 4, 1)), 'b': rng.normal(size=(4, 1, 1, 1))}
+softplus = lambda x: np.log1p(np.exp(x))
+relu = lambda x: np.maximum(x, 0)
+
+# kind: (D term on real, D term on fake (also on mismatched real), G term on fake)
+FORMULAS = {
+    'logistic': (lambda r: softplus(-r), softplus, lambda f: softplus(-f)),
+    'hinge': (lambda r: relu(1 - r), lambda f: relu(1 + f), lambda f: -f),
+    'lsgan': (lambda r: (r - 1) ** 2, lambda f: f ** 2, lambda f: (f - 1) ** 2),
+    'wgan': (lambda r: -r, lambda f: f, lambda f: -f),
+}
+
+
+@pytest.mark.parametrize('kind', sorted(FORMULAS))
+def test_losses_sum_the_per_map_means(kind):
+  on_real, on_fake, g_term = FORMULAS[kind]
+  d_expected = sum(np.mean(on_real(REAL[k]) + on_fake(FAKE[k])) + 0.5 * np.mean(on_fake(WRONG[k]))
+                   for k in REAL)
+  g_expected = sum(np.mean(g_term(FAKE[k])) + 0.5 * np.mean(on_fake(WRONG[k])) for k in REAL)
+  j = lambda t: jax.tree.map(jnp.asarray, t)
+  np.testing.assert_allclose(
+      losses.discriminator_loss(kind, j(REAL), j(FAKE), j(WRONG), 0.5), d_expected, rtol=1e-5)
+  np.testing.assert_allclose(losses.generator_loss(kind, j(FAKE), j(WRONG), 0.5), g_expected,
+                             rtol=1e-5)
+
+
+def _linear_d(weights):
+  """A discriminator whose logit is <weights, pyramid> per sample: gradient = weights."""
+  def d_fn(pyramid):
+    logit = sum(jnp.einsum('bhwc,hwc->b', x, w) for x, w in zip(pyramid, weights))
+    return {'out': logit[:, None, None, None]}
+  return d_fn
+
+
+def test_r1_is_the_squared_input_gradient_norm():
+  weights = [jnp.asarray(rng.normal(size=(8, 8, 3))), jnp.asarray(rng.normal(size=(4, 4, 3)))]
+  pyramid = (jnp.asarray(rng.normal(size=(3, 8, 8, 3))), jnp.asarray(rng.normal(size=(3, 4, 4, 3))))
+  expected = sum(float(jnp.sum(w ** 2)) for w in weights)
+  np.testing.assert_allclose(losses.r1_penalty(_linear_d(weights), pyramid), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('scale, expected', [(1.0, 0.0), (3.0, 4.0)])
+def test_gradient_penalty_of_a_linear_critic(scale, expected):
+  w = [rng.normal(size=(8, 8, 3)), rng.normal(size=(4, 4, 3))]
+  norm = np.sqrt(sum(np.sum(x ** 2) for x in w))
+  weights = [jnp.asarray(scale * x / norm) for x in w]  # |grad| = scale everywhere
+  real = (jnp.ones((2, 8, 8, 3)), jnp.ones((2, 4, 4, 3)))
+  fake = (jnp.zeros((2, 8, 8, 3)), jnp.zeros((2, 4, 4, 3)))
+  gp = losses.gradient_penalty(_linear_d(weights), real, fake, jax.random.key(0))
+  np.testing.assert_allclose(gp, expected, atol=1e-5)
+
+
+def test_clip_contrastive_loss_is_cross_entropy_over_the_batch_captions():
+  img, txt = rng.normal(size=(5, 16)), rng.normal(size=(5, 16))
+  n = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  logits = n(img) @ n(txt).T / 0.07
+  expected = np.mean(np.log(np.sum(np.exp(logits), axis=-1)) - np.diag(logits))
+  np.testing.assert_allclose(losses.clip_contrastive_loss(img, txt, 0.07), expected, rtol=1e-5)
+  # Matching pairs far apart from the others give a near-zero loss.
+  assert losses.clip_contrastive_loss(np.eye(5), np.eye(5), 0.01) < 1e-3
+
+
+def test_ema_half_life_is_measured_in_images():
+  cfg = ml_collections.ConfigDict({'ema_halflife_kimg': 2.0, 'ema_rampup': 0.0})
+  beta = float(ema_beta(cfg, batch_size=32, step=0))
+  np.testing.assert_allclose(beta ** (2000 / 32), 0.5, rtol=1e-5)
+  # With ramp-up, early steps average over fewer images.
+  cfg.ema_rampup = 0.05
+  assert float(ema_beta(cfg, 32, step=10)) < beta
+
+
+def test_real_pyramid_box_averages_and_scales_to_unit_range():
+  images = rng.integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
+  full, half, quarter = real_pyramid(jnp.asarray(images), 3)
+  x = images.astype(np.float64) / 127.5 - 1
+  np.testing.assert_allclose(full, x, atol=1e-6)
+  np.testing.assert_allclose(half, x.reshape(2, 4, 2, 4, 2, 3).mean(axis=(2, 4)), atol=1e-6)
+  assert quarter.shape == (2, 2, 2, 3)
+  np.testing.assert_allclose(quarter, x.reshape(2, 2, 4, 2, 4, 3).mean(axis=(2, 4)), atol=1e-6)
