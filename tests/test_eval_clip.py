@@ -1,7 +1,6 @@
 """Flax CLIP towers vs transformers.CLIPModel on a small random config; CLIP score."""
 import json
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

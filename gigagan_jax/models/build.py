@@ -1,6 +1,5 @@
 """Builds G and D from a config and makes the example inputs that size them."""
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 

@@ -16,7 +16,6 @@ To score the same images against mismatched captions (matching-aware loss),
 pass `mismatched_text`: phi runs once and only the text branch and the cheap
 heads run twice.
 """
-import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn

@@ -15,7 +15,6 @@ Styles and text are given per scale, so style mixing (fine scales from
 another w) and prompt mixing (coarse scales from prompt A, fine scales from
 prompt B) are just different per-scale inputs; see `per_scale` and `mix_scales`.
 """
-import math
 
 import jax
 import jax.numpy as jnp

@@ -12,8 +12,6 @@ import signal
 import time
 
 import jax
-import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 
 from gigagan_jax import parallel
@@ -100,9 +98,8 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
 
   # ------------------------------------------------------- models, shardings
   parts = state_lib.build(config, mesh, tokenizer.vocab_size, feature_dim)
-  g = parts.g
-  step_fn = jit_train_step(
-      make_train_step(g, parts.d, parts.g_tx, parts.d_tx, config, backbone), parts.shardings, mesh)
+  step_fn = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config,
+                                           backbone), parts.shardings, mesh)
 
   # ------------------------------------------------------------------ input
   if make_iterator is not None:
@@ -131,7 +128,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   def sample_fn(ema, z, text):
     if backbone is not None:
       text = dict(text, features=backbone.apply(backbone_params, text['tokens'], text['eot']))
-    return g.apply({'params': ema}, z, text)
+    return parts.g.apply({'params': ema}, z, text)
 
   sample_grid = samples_lib.SampleGrid(jax.jit(sample_fn), tcfg.sample_prompts, tokenizer,
                                        config.generator.z_dim, tcfg.num_sample_seeds, config.seed)
