@@ -1,0 +1,284 @@
+"""Sampling from a run's G_ema: grids, style and prompt mixing, interpolations.
+
+  python -m gigagan_jax.sample --workdir=runs/tiny --prompt="a red circle" \
+      --prompt="two blue squares" --seeds=0,1,2,3 [--mode=grid] [--psi=0.7]
+
+Modes (--mode):
+  grid           every --prompt (rows) x every seed (columns)
+  style_mix      per prompt: coarse scales from each seed (rows), fine scales
+                 from each --mix_seeds seed (columns); --crossover = first fine scale
+  prompt_mix     per seed: layout (coarse scales: styles and cross-attention
+                 tokens) from each --prompt, texture (fine scales) from --prompt_b
+  interp_latent  per prompt: --frames from the first seed to each next one
+                 (linear in w)
+  interp_prompt  per seed: --frames from each --prompt to --prompt_b (linear in
+                 w and in T's token features; cross-attention sees the tokens
+                 of both prompts)
+Interpolations are written as a frame strip (PNG) and an animated GIF.
+
+Everything lands in --out (default WORKDIR/samples_cli/MODE): one PNG per
+image, the grids, and settings.json naming for every file the checkpoint,
+prompts, seeds, psi, crossover and interpolation weight that made it.
+Truncation pulls w toward the mean w of each image's own caption.
+"""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from PIL import Image
+
+from gigagan_jax import parallel
+from gigagan_jax.config_utils import num_scales, validate
+from gigagan_jax.models.build import build_models
+from gigagan_jax.models.generator import mix_scales, per_scale, truncate
+from gigagan_jax.text.backbone import make_backbone
+from gigagan_jax.text.tokenizer import make_tokenizer
+from gigagan_jax.train import state as state_lib
+from gigagan_jax.train.checkpoint import Checkpointer
+from gigagan_jax.train.samples import grid, save_png, to_uint8
+
+MODES = ('grid', 'style_mix', 'prompt_mix', 'interp_latent', 'interp_prompt')
+
+
+def load_run(workdir: str, step: int | None = None):
+  """(config, step, G_ema params) of checkpoint `step` (default: latest), on one device."""
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise FileNotFoundError(f'no checkpoints/ in {workdir}; train first or fix --workdir')
+  ckpt = Checkpointer(workdir, ml_collections.ConfigDict({'keep_last': None, 'keep_every': 0}))
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise FileNotFoundError(f'no checkpoint in {ckpt.directory}; train first or fix --workdir')
+    step = max(steps) if step is None else step
+    if step not in steps:
+      raise FileNotFoundError(f'no checkpoint {step} in {ckpt.directory}; there are {steps}')
+    config = ml_collections.ConfigDict(ckpt.saved_config(step))
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+    config = validate(config)
+    mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+    backbone = make_backbone(config.text)
+    parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size,
+                            backbone.dim if backbone is not None else 0)
+    return config, step, ckpt.restore(step, parts.abstract)['ema']
+  finally:
+    ckpt.close()
+
+
+class Sampler:
+  """G_ema's pieces (text encoding, mapping, synthesis) as jitted functions.
+
+  Images come out in fixed-size batches (padded), so any number of images
+  costs one compilation per function.
+  """
+
+  def __init__(self, config, params, *, psi: float = 1.0, batch_size: int = 16,
+               mean_samples: int = 256, seed: int = 0):
+    g, _ = build_models(config, make_tokenizer(config.text).vocab_size)
+    self.g, self.params, self.psi, self.batch_size = g, params, psi, batch_size
+    self.num_scales = num_scales(config.generator.resolution)
+    self.z_dim = config.generator.z_dim
+    self.tokenizer = make_tokenizer(config.text)
+    self.backbone = make_backbone(config.text)
+    self._mean_key = jax.random.PRNGKey(seed)
+    apply = lambda method, *a: g.apply({'params': params}, *a, method=method)
+    self._encode = jax.jit(lambda text: apply('encode_text', text))
+    self._map = jax.jit(lambda z, t_global: apply('map', z, t_global))
+    self._mean_w = jax.jit(lambda text, key: apply('mean_w', text, key, mean_samples))
+    self._synth = jax.jit(lambda ws, tl, tm: apply('synthesize', ws, tl, tm)[0])
+
+  def latents(self, seeds) -> np.ndarray:
+    """[N, z_dim]: z of each seed, the same whatever else is sampled with it."""
+    return np.stack([np.asarray(jax.random.normal(jax.random.PRNGKey(s), (self.z_dim,)))
+                     for s in seeds])
+
+  def text(self, prompts):
+    """Token features of T for `prompts`: (t_local [N, L, C], t_global [N, C], mask [N, L])
+    and the tokenized text (for the truncation centre)."""
+    text = self.tokenizer(list(prompts))
+    if self.backbone is not None:
+      text['features'] = self.backbone.apply(self.backbone.params, text['tokens'], text['eot'])
+    return self._encode(text), text
+
+  def styles(self, z, prompts):
+    """w [N, w_dim] for latents z [N, z_dim] and one prompt per row, truncated by psi."""
+    (_, t_global, _), text = self.text(prompts)
+    w = self._map(jnp.asarray(z), t_global)
+    if self.psi != 1.0:
+      w = truncate(w, self._mean_w(text, self._mean_key), self.psi)
+    return w
+
+  def synthesize(self, ws, t_local, t_mask) -> np.ndarray:
+    """uint8 [N, R, R, 3] from per-scale ws [N, S, w_dim] and t_local [N, S, L, C], t_mask [N, S, L]."""
+    n, b = ws.shape[0], self.batch_size
+    out = []
+    for i in range(0, n, b):
+      chunk = [x[i:i + b] for x in (ws, t_local, t_mask)]
+      pad = b - chunk[0].shape[0]
+      chunk = [jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x for x in chunk]
+      out.append(to_uint8(self._synth(*chunk))[:b - pad])
+    return np.concatenate(out)
+
+  # ------------------------------------------------------------------ modes
+
+  def images(self, seeds, prompts) -> np.ndarray:
+    """One image per (seed, prompt) pair: uint8 [N, R, R, 3]."""
+    (t_local, _, mask), _ = self.text(prompts)
+    w = self.styles(self.latents(seeds), prompts)
+    s = self.num_scales
+    return self.synthesize(per_scale(w, s), per_scale(t_local, s), per_scale(mask, s))
+
+  def style_mix(self, coarse_seeds, fine_seeds, prompts, crossover: int) -> np.ndarray:
+    """Scales < crossover styled by coarse_seeds[i], the rest by fine_seeds[i]."""
+    (t_local, _, mask), _ = self.text(prompts)
+    s = self.num_scales
+    ws = mix_scales(per_scale(self.styles(self.latents(coarse_seeds), prompts), s),
+                    per_scale(self.styles(self.latents(fine_seeds), prompts), s), crossover)
+    return self.synthesize(ws, per_scale(t_local, s), per_scale(mask, s))
+
+  def prompt_mix(self, seeds, prompts_a, prompts_b, crossover: int) -> np.ndarray:
+    """Scales < crossover see prompt A (styles and tokens), the rest prompt B."""
+    z, s = self.latents(seeds), self.num_scales
+    (tl_a, _, m_a), _ = self.text(prompts_a)
+    (tl_b, _, m_b), _ = self.text(prompts_b)
+    mix = lambda a, b: mix_scales(per_scale(a, s), per_scale(b, s), crossover)
+    return self.synthesize(mix(self.styles(z, prompts_a), self.styles(z, prompts_b)),
+                           mix(tl_a, tl_b), mix(m_a, m_b))
+
+  def interpolate(self, seeds_a, seeds_b, prompts_a, prompts_b, alphas) -> np.ndarray:
+    """Frames between (seed A, prompt A) and (seed B, prompt B): uint8 [N, F, R, R, 3].
+
+    w and T's token features move linearly; cross-attention reads the tokens
+    of both prompts along the way (only A's at alpha 0, only B's at 1).
+    """
+    s, n = self.num_scales, len(seeds_a)
+    (tl_a, _, m_a), _ = self.text(prompts_a)
+    (tl_b, _, m_b), _ = self.text(prompts_b)
+    w_a = self.styles(self.latents(seeds_a), prompts_a)
+    w_b = self.styles(self.latents(seeds_b), prompts_b)
+    a = jnp.asarray(alphas, jnp.float32)[None, :, None]
+    lerp = lambda x, y: ((1 - a) * x[:, None] + a * y[:, None]).reshape((-1,) + x.shape[1:])
+    w, tl = lerp(w_a, w_b), lerp(tl_a.reshape(n, -1), tl_b.reshape(n, -1))
+    tl = tl.reshape((-1,) + tl_a.shape[1:])
+    at_a = jnp.asarray(alphas) == 0
+    at_b = jnp.asarray(alphas) == 1
+    mask = ((m_a[:, None] & ~at_b[None, :, None]) | (m_b[:, None] & ~at_a[None, :, None]))
+    mask = mask.reshape((-1,) + m_a.shape[1:])
+    frames = self.synthesize(per_scale(w, s), per_scale(tl, s), per_scale(mask, s))
+    return frames.reshape((n, len(alphas)) + frames.shape[1:])
+
+
+# ---------------------------------------------------------------------- CLI
+
+flags.DEFINE_string('workdir', None, 'Training run directory (its checkpoints/).')
+flags.DEFINE_integer('step', None, 'Checkpoint step; default: the latest.')
+flags.DEFINE_multi_string('prompt', [], 'A prompt; repeat the flag for several.')
+flags.DEFINE_string('prompts_file', None, 'Text file with one prompt per line (added to --prompt).')
+flags.DEFINE_string('prompt_b', None, 'prompt_mix: texture prompt; interp_prompt: end prompt.')
+flags.DEFINE_list('seeds', ['0', '1', '2', '3'], 'Latent seeds.')
+flags.DEFINE_list('mix_seeds', ['100', '101', '102', '103'], 'style_mix: fine-scale seeds.')
+flags.DEFINE_enum('mode', 'grid', MODES, 'What to draw (see the module docstring).')
+flags.DEFINE_float('psi', 1.0, 'Truncation: 1 = none, 0 = the mean w of the caption.')
+flags.DEFINE_integer('crossover', None, 'style_mix/prompt_mix: first scale (0 = 4 px) taken from '
+                     'the fine side; default: half of the scales.')
+flags.DEFINE_integer('frames', 8, 'Interpolation frames, ends included.')
+flags.DEFINE_integer('batch_size', 16, 'Images per generator call.')
+flags.DEFINE_integer('gif_ms', 120, 'GIF frame duration in milliseconds.')
+flags.DEFINE_string('out', None, 'Output directory; default WORKDIR/samples_cli/MODE.')
+FLAGS = flags.FLAGS
+
+
+def read_prompts(prompts, prompts_file) -> list[str]:
+  prompts = list(prompts)
+  if prompts_file:
+    with open(prompts_file) as f:
+      prompts += [line.strip() for line in f if line.strip()]
+  if not prompts:
+    raise app.UsageError('give at least one --prompt or a --prompts_file')
+  return prompts
+
+
+def run(workdir, *, prompts, seeds, mode='grid', step=None, prompt_b=None, mix_seeds=(100,),
+        psi=1.0, crossover=None, frames=8, batch_size=16, gif_ms=120, out=None) -> dict:
+  """Draws and writes the images of `mode`; returns the settings written to settings.json."""
+  if mode in ('prompt_mix', 'interp_prompt') and not prompt_b:
+    raise app.UsageError(f'--mode={mode} needs --prompt_b')
+  config, step, params = load_run(workdir, step)
+  sampler = Sampler(config, params, psi=psi, batch_size=batch_size, seed=config.seed)
+  crossover = sampler.num_scales // 2 if crossover is None else crossover
+  out = out or os.path.join(workdir, 'samples_cli', mode)
+  os.makedirs(out, exist_ok=True)
+  seeds, mix_seeds = [int(s) for s in seeds], [int(s) for s in mix_seeds]
+  records, rows = [], None  # rows: (name of grid, uint8 images [rows, cols, R, R, 3])
+
+  if mode == 'grid':
+    pairs = [(p, s) for p in prompts for s in seeds]
+    imgs = sampler.images([s for _, s in pairs], [p for p, _ in pairs])
+    records = [{'prompt': p, 'seed': s} for p, s in pairs]
+    rows = imgs.reshape((len(prompts), len(seeds)) + imgs.shape[1:])
+  elif mode == 'style_mix':
+    combos = [(p, a, b) for p in prompts for a in seeds for b in mix_seeds]
+    imgs = sampler.style_mix([a for _, a, _ in combos], [b for *_, b in combos],
+                             [p for p, *_ in combos], crossover)
+    records = [{'prompt': p, 'seed': a, 'fine_seed': b, 'crossover': crossover}
+               for p, a, b in combos]
+    rows = imgs.reshape((len(prompts) * len(seeds), len(mix_seeds)) + imgs.shape[1:])
+  elif mode == 'prompt_mix':
+    combos = [(p, s) for p in prompts for s in seeds]
+    imgs = sampler.prompt_mix([s for _, s in combos], [p for p, _ in combos],
+                              [prompt_b] * len(combos), crossover)
+    records = [{'prompt': p, 'prompt_b': prompt_b, 'seed': s, 'crossover': crossover}
+               for p, s in combos]
+    rows = imgs.reshape((len(prompts), len(seeds)) + imgs.shape[1:])
+  else:
+    alphas = np.linspace(0.0, 1.0, frames)
+    if mode == 'interp_latent':
+      if len(seeds) < 2:
+        raise app.UsageError('--mode=interp_latent needs at least two --seeds')
+      ends = [(seeds[0], s, p, p) for p in prompts for s in seeds[1:]]
+    else:
+      ends = [(s, s, p, prompt_b) for p in prompts for s in seeds]
+    rows = sampler.interpolate(*zip(*ends), alphas)  # seeds A, seeds B, prompts A, prompts B
+    imgs = rows.reshape((-1,) + rows.shape[2:])
+    records = [{'seed': sa, 'seed_b': sb, 'prompt': pa, 'prompt_b': pb, 'alpha': float(t)}
+               for sa, sb, pa, pb in ends for t in alphas]
+    for i, strip in enumerate(rows):
+      frames_ = [Image.fromarray(f) for f in strip]
+      frames_[0].save(os.path.join(out, f'interp_{i:03d}.gif'), save_all=True,
+                      append_images=frames_[1:] + frames_[-2:0:-1], duration=gif_ms, loop=0)
+
+  for i, (img, rec) in enumerate(zip(imgs, records)):
+    rec['file'] = f'{i:04d}.png'
+    Image.fromarray(img).save(os.path.join(out, rec['file']))
+  upscale = max(1, 128 // imgs.shape[1])
+  save_png(grid(rows.reshape((-1,) + rows.shape[2:]), rows.shape[0]),
+           os.path.join(out, 'grid.png'), upscale=upscale)
+  settings = {'workdir': os.path.abspath(workdir), 'step': step, 'mode': mode, 'psi': psi,
+              'truncation_centre': 'mean w of each caption',
+              'latent': 'jax.random.normal(PRNGKey(seed), (z_dim,))', 'images': records}
+  with open(os.path.join(out, 'settings.json'), 'w') as f:
+    json.dump(settings, f, indent=1)
+  return settings
+
+
+def main(argv):
+  del argv
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every read at INFO
+  if not FLAGS.workdir:
+    raise app.UsageError('--workdir is required')
+  settings = run(FLAGS.workdir, prompts=read_prompts(FLAGS.prompt, FLAGS.prompts_file),
+                 seeds=FLAGS.seeds, mode=FLAGS.mode, step=FLAGS.step, prompt_b=FLAGS.prompt_b,
+                 mix_seeds=FLAGS.mix_seeds, psi=FLAGS.psi, crossover=FLAGS.crossover,
+                 frames=FLAGS.frames, batch_size=FLAGS.batch_size, gif_ms=FLAGS.gif_ms,
+                 out=FLAGS.out)
+  out = FLAGS.out or os.path.join(FLAGS.workdir, 'samples_cli', FLAGS.mode)
+  print(f'{len(settings["images"])} images of checkpoint {settings["step"]} in {out}/ '
+        '(grid.png, settings.json)')
+
+
+if __name__ == '__main__':
+  app.run(main)
