@@ -173,21 +173,26 @@ class Sampler:
 
 # ---------------------------------------------------------------------- CLI
 
-flags.DEFINE_string('workdir', None, 'Training run directory (its checkpoints/).')
-flags.DEFINE_integer('step', None, 'Checkpoint step; default: the latest.')
-flags.DEFINE_multi_string('prompt', [], 'A prompt; repeat the flag for several.')
-flags.DEFINE_string('prompts_file', None, 'Text file with one prompt per line (added to --prompt).')
-flags.DEFINE_string('prompt_b', None, 'prompt_mix: texture prompt; interp_prompt: end prompt.')
-flags.DEFINE_list('seeds', ['0', '1', '2', '3'], 'Latent seeds.')
-flags.DEFINE_list('mix_seeds', ['100', '101', '102', '103'], 'style_mix: fine-scale seeds.')
-flags.DEFINE_enum('mode', 'grid', MODES, 'What to draw (see the module docstring).')
-flags.DEFINE_float('psi', 1.0, 'Truncation: 1 = none, 0 = the mean w of the caption.')
-flags.DEFINE_integer('crossover', None, 'style_mix/prompt_mix: first scale (0 = 4 px) taken from '
-                     'the fine side; default: half of the scales.')
-flags.DEFINE_integer('frames', 8, 'Interpolation frames, ends included.')
-flags.DEFINE_integer('batch_size', 16, 'Images per generator call.')
-flags.DEFINE_integer('gif_ms', 120, 'GIF frame duration in milliseconds.')
-flags.DEFINE_string('out', None, 'Output directory; default WORKDIR/samples_cli/MODE.')
+def define_flags():
+  """Flags of the CLI, defined only when run as a program so importing this
+  module (tests, notebooks) never collides with another CLI's flags."""
+  flags.DEFINE_string('workdir', None, 'Training run directory (its checkpoints/).')
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default: the latest.')
+  flags.DEFINE_multi_string('prompt', [], 'A prompt; repeat the flag for several.')
+  flags.DEFINE_string('prompts_file', None, 'Text file with one prompt per line (added to --prompt).')
+  flags.DEFINE_string('prompt_b', None, 'prompt_mix: texture prompt; interp_prompt: end prompt.')
+  flags.DEFINE_list('seeds', ['0', '1', '2', '3'], 'Latent seeds.')
+  flags.DEFINE_list('mix_seeds', ['100', '101', '102', '103'], 'style_mix: fine-scale seeds.')
+  flags.DEFINE_enum('mode', 'grid', MODES, 'What to draw (see the module docstring).')
+  flags.DEFINE_float('psi', 1.0, 'Truncation: 1 = none, 0 = the mean w of the caption.')
+  flags.DEFINE_integer('crossover', None, 'style_mix/prompt_mix: first scale (0 = 4 px) taken from '
+                       'the fine side; default: half of the scales.')
+  flags.DEFINE_integer('frames', 8, 'Interpolation frames, ends included.')
+  flags.DEFINE_integer('batch_size', 16, 'Images per generator call.')
+  flags.DEFINE_integer('gif_ms', 120, 'GIF frame duration in milliseconds.')
+  flags.DEFINE_string('out', None, 'Output directory; default WORKDIR/samples_cli/MODE.')
+
+
 FLAGS = flags.FLAGS
 
 
@@ -281,4 +286,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -36,14 +36,19 @@ from gigagan_jax.data import captioned_shapes
 from gigagan_jax.data import image_folder
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('builder', None, ['captioned_shapes', 'image_folder'], 'Dataset to prepare.')
-flags.DEFINE_string('src', None, 'image_folder: folder of images with .txt sidecars or '
-                    'captions.jsonl / captions.csv.')
-flags.DEFINE_string('out', 'runs/data', 'Output data_dir (config.data.data_dir).')
-flags.DEFINE_integer('resolution', 64, 'Image side in pixels (config.data.resolution).')
-flags.DEFINE_integer('num_examples', 0, 'captioned_shapes: training examples; 0 = default.')
-flags.DEFINE_float('test_fraction', 0.0, "image_folder: share of images in the 'test' split.")
-flags.DEFINE_bool('overwrite', False, 'Rebuild even when already prepared.')
+
+
+def define_flags():
+  """Flags of the CLI, defined only when run as a program so importing this
+  module never collides with another CLI's flags (e.g. sample's --out)."""
+  flags.DEFINE_enum('builder', None, ['captioned_shapes', 'image_folder'], 'Dataset to prepare.')
+  flags.DEFINE_string('src', None, 'image_folder: folder of images with .txt sidecars or '
+                      'captions.jsonl / captions.csv.')
+  flags.DEFINE_string('out', 'runs/data', 'Output data_dir (config.data.data_dir).')
+  flags.DEFINE_integer('resolution', 64, 'Image side in pixels (config.data.resolution).')
+  flags.DEFINE_integer('num_examples', 0, 'captioned_shapes: training examples; 0 = default.')
+  flags.DEFINE_float('test_fraction', 0.0, "image_folder: share of images in the 'test' split.")
+  flags.DEFINE_bool('overwrite', False, 'Rebuild even when already prepared.')
 
 
 class _Progress:
@@ -147,4 +152,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -18,8 +18,12 @@ from gigagan_jax.config_utils import validate
 from gigagan_jax.models.build import abstract_variables
 from gigagan_jax.text.tokenizer import make_tokenizer
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
-flags.mark_flags_as_required(['config'])
+
+def define_flags():
+  """The --config flag, defined only when run as a program so importing this
+  module never collides with another CLI's --config."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+  flags.mark_flags_as_required(['config'])
 
 
 def count_by_module(variables) -> 'collections.OrderedDict[str, int]':
@@ -48,7 +52,7 @@ def format_table(title: str, counts) -> str:
 
 def main(argv):
   del argv
-  config = validate(_CONFIG.value)
+  config = validate(flags.FLAGS.config)
   # Without a frozen backbone T embeds tokens, and the vocabulary sizes it.
   vocab_size = make_tokenizer(config.text).vocab_size if config.text.backbone == 'none' else 0
   g_vars, d_vars = abstract_variables(config, vocab_size, config.text.feature_dim)
@@ -61,4 +65,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
