@@ -101,6 +101,33 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
       local_batch)
 
 
+def map_batches(fn, arrays: tuple, batch_size: int, mesh: Mesh | None = None):
+  """fn applied to fixed-size batches of `arrays`, data-parallel over `mesh`.
+
+  Args:
+    fn: a jitted function of len(arrays) arrays [B, ...] returning a pytree of
+      arrays [B, ...]; fixed B means one compilation for any N.
+    arrays: arrays [N, ...] sharing N; the last batch is padded by repeating
+      its last row (padded rows are dropped from the result).
+    batch_size: B; a multiple of the mesh's batch-axis size when mesh is given.
+    mesh: shards each batch over ('data', 'fsdp'); None = default device.
+      Single-process (evaluation and sampling run on one host).
+
+  Returns:
+    fn's pytree with numpy leaves [N, ...].
+  """
+  n, out = arrays[0].shape[0], []
+  for i in range(0, n, batch_size):
+    chunk = [np.asarray(x[i:i + batch_size]) for x in arrays]
+    pad = batch_size - chunk[0].shape[0]
+    if pad:
+      chunk = [np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]) for x in chunk]
+    if mesh is not None:
+      chunk = [jax.device_put(x, batch_sharding(mesh, x.ndim)) for x in chunk]
+    out.append(jax.tree.map(lambda y: np.asarray(y)[:batch_size - pad], fn(*chunk)))
+  return jax.tree.map(lambda *ys: np.concatenate(ys), *out)
+
+
 def param_bytes_per_device(tree) -> dict:
   """Bytes of `tree`'s arrays held on each device: {device: bytes}."""
   per_device = {}

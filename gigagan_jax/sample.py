@@ -44,18 +44,33 @@ from gigagan_jax.train.samples import grid, save_png, to_uint8
 MODES = ('grid', 'style_mix', 'prompt_mix', 'interp_latent', 'interp_prompt')
 
 
-def load_run(workdir: str, step: int | None = None):
-  """(config, step, G_ema params) of checkpoint `step` (default: latest), on one device."""
+def _checkpointer(workdir: str) -> Checkpointer:
+  """A read-only view of WORKDIR/checkpoints (keeps everything it finds)."""
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise FileNotFoundError(f'no checkpoints/ in {workdir}; train first or fix --workdir')
-  ckpt = Checkpointer(workdir, ml_collections.ConfigDict({'keep_last': None, 'keep_every': 0}))
+  return Checkpointer(workdir, ml_collections.ConfigDict({'keep_last': None, 'keep_every': 0}))
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """Steps of the run's checkpoints, ascending; FileNotFoundError when there are none."""
+  ckpt = _checkpointer(workdir)
   try:
     steps = ckpt.all_steps()
-    if not steps:
-      raise FileNotFoundError(f'no checkpoint in {ckpt.directory}; train first or fix --workdir')
-    step = max(steps) if step is None else step
-    if step not in steps:
-      raise FileNotFoundError(f'no checkpoint {step} in {ckpt.directory}; there are {steps}')
+  finally:
+    ckpt.close()
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}; train first or fix --workdir')
+  return sorted(steps)
+
+
+def load_run(workdir: str, step: int | None = None):
+  """(config, step, G_ema params) of checkpoint `step` (default: latest), on one device."""
+  steps = checkpoint_steps(workdir)
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise FileNotFoundError(f'no checkpoint {step} in {workdir}/checkpoints; there are {steps}')
+  ckpt = _checkpointer(workdir)
+  try:
     config = ml_collections.ConfigDict(ckpt.saved_config(step))
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
     config = validate(config)
@@ -72,23 +87,35 @@ class Sampler:
   """G_ema's pieces (text encoding, mapping, synthesis) as jitted functions.
 
   Images come out in fixed-size batches (padded), so any number of images
-  costs one compilation per function.
+  costs one compilation per function; with a mesh, each batch is split over
+  its devices.
   """
 
   def __init__(self, config, params, *, psi: float = 1.0, batch_size: int = 16,
-               mean_samples: int = 256, seed: int = 0):
+               mean_samples: int = 256, seed: int = 0, mesh=None):
     g, _ = build_models(config, make_tokenizer(config.text).vocab_size)
-    self.g, self.params, self.psi, self.batch_size = g, params, psi, batch_size
+    self.g, self.psi, self.batch_size, self.mesh = g, psi, batch_size, mesh
+    self.set_params(params)
     self.num_scales = num_scales(config.generator.resolution)
     self.z_dim = config.generator.z_dim
     self.tokenizer = make_tokenizer(config.text)
     self.backbone = make_backbone(config.text)
     self._mean_key = jax.random.PRNGKey(seed)
-    apply = lambda method, *a: g.apply({'params': params}, *a, method=method)
-    self._encode = jax.jit(lambda text: apply('encode_text', text))
-    self._map = jax.jit(lambda z, t_global: apply('map', z, t_global))
-    self._mean_w = jax.jit(lambda text, key: apply('mean_w', text, key, mean_samples))
-    self._synth = jax.jit(lambda ws, tl, tm: apply('synthesize', ws, tl, tm)[0])
+    # Params are arguments, not constants baked into the programs, so
+    # set_params (the next checkpoint) reuses the compiled functions.
+    fn = lambda method, *static: jax.jit(
+        lambda p, *a: g.apply({'params': p}, *a, *static, method=method))
+    encode, map_, mean_w = fn('encode_text'), fn('map'), fn('mean_w', mean_samples)
+    synth = jax.jit(lambda p, *a: g.apply({'params': p}, *a, method='synthesize')[0])
+    self._encode = lambda *a: encode(self.params, *a)
+    self._map = lambda *a: map_(self.params, *a)
+    self._mean_w = lambda *a: mean_w(self.params, *a)
+    self._synth = lambda *a: synth(self.params, *a)
+
+  def set_params(self, params):
+    """Samples from G_ema params `params` from now on (on every mesh device)."""
+    self.params = params if self.mesh is None else jax.device_put(
+        params, parallel.replicated(self.mesh))
 
   def latents(self, seeds) -> np.ndarray:
     """[N, z_dim]: z of each seed, the same whatever else is sampled with it."""
@@ -113,14 +140,8 @@ class Sampler:
 
   def synthesize(self, ws, t_local, t_mask) -> np.ndarray:
     """uint8 [N, R, R, 3] from per-scale ws [N, S, w_dim] and t_local [N, S, L, C], t_mask [N, S, L]."""
-    n, b = ws.shape[0], self.batch_size
-    out = []
-    for i in range(0, n, b):
-      chunk = [x[i:i + b] for x in (ws, t_local, t_mask)]
-      pad = b - chunk[0].shape[0]
-      chunk = [jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x for x in chunk]
-      out.append(to_uint8(self._synth(*chunk))[:b - pad])
-    return np.concatenate(out)
+    return to_uint8(parallel.map_batches(self._synth, (ws, t_local, t_mask), self.batch_size,
+                                         self.mesh))
 
   # ------------------------------------------------------------------ modes
 
