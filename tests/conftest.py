@@ -10,9 +10,31 @@
   step is compiled once.
 """
 import os
+import subprocess
+import sys
 import tempfile
+
+import pytest
 
 os.environ.setdefault(
     'XLA_FLAGS', '--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='gigagan_jax_cache_'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '1')
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def probe_dir(tmp_path_factory):
+  """A probe trained by the CLI with configs/probe_shapes.py (test_probe, test_evaluate).
+
+  Runs in a subprocess with XLA's default optimisation level: the level 0 set
+  above saves compile time but would make this training loop slow.
+  """
+  root = tmp_path_factory.mktemp('probe')
+  workdir, data_dir = str(root / 'probe'), str(root / 'data')
+  env = dict(os.environ, XLA_FLAGS='')
+  subprocess.run([sys.executable, '-m', 'gigagan_jax.evaluate.train_probe',
+                  f'--workdir={workdir}', f'--config.data_dir={data_dir}'],
+                 cwd=REPO, env=env, check=True, timeout=900)
+  return workdir

@@ -9,4 +9,11 @@ Feature networks and metric cores:
   clip_score.py   CLIP score (cosine similarity, "A photo depicts " prefix).
   preprocess.py   The GigaGAN authors' protocol: centre crop + PIL Lanczos resize,
                   then clean-fid's resize to 299 for Inception.
+  probe.py        The attribute probe of `captioned_shapes` images (accuracy
+                  against prompts, features for a Frechet distance);
+                  train_probe.py trains it.
+
+Checkpoint evaluation (`python -m gigagan_jax.evaluate`, see __main__.py):
+  evaluator.py    Generates from each checkpoint and computes the metrics.
+  report.py       metrics.json, TensorBoard scalars, report.html.
 """

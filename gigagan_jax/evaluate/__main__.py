@@ -1,0 +1,71 @@
+"""Evaluates the checkpoints of a training run.
+
+  python -m gigagan_jax.evaluate --workdir=runs/tiny --all
+  python -m gigagan_jax.evaluate --workdir=runs/tiny --step=200
+  python -m gigagan_jax.evaluate --workdir=runs/t2i --all \
+      --eval_config=configs/eval_coco2014_30k.py --eval_config.inception_path=...
+
+Writes WORKDIR/eval/NAME/{metrics.json, report.html, plots, sample grids} and
+TensorBoard scalars there (see gigagan_jax/evaluate/report.py). Generation
+and feature networks run data-parallel over every local device. Checkpoints
+already in metrics.json are skipped unless --overwrite.
+"""
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gigagan_jax.evaluate import report
+from gigagan_jax.evaluate.evaluator import Evaluator
+from gigagan_jax.sample import checkpoint_steps
+from gigagan_jax.train.writers import TensorBoardWriter
+
+config_flags.DEFINE_config_file('eval_config', 'configs/eval_shapes.py',
+                                'Evaluation config (metrics, sample count, weights).')
+flags.DEFINE_string('workdir', None, 'Training run directory (its checkpoints/).')
+flags.DEFINE_integer('step', None, 'Checkpoint to evaluate; default: the latest.')
+flags.DEFINE_bool('all', False, 'Evaluate every checkpoint of the run.')
+flags.DEFINE_bool('overwrite', False, 'Evaluate again steps that metrics.json already has.')
+flags.mark_flags_as_required(['workdir'])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  if FLAGS.all and FLAGS.step is not None:
+    raise app.UsageError('give --step=N or --all, not both')
+  ev = FLAGS.eval_config
+  evaluator = Evaluator(FLAGS.workdir, ev)  # names a missing checkpoint or weight file
+  available = checkpoint_steps(FLAGS.workdir)
+  steps = available if FLAGS.all else [FLAGS.step if FLAGS.step is not None else available[-1]]
+  missing = sorted(set(steps) - set(available))
+  if missing:
+    raise app.UsageError(f'no checkpoint {missing} in {FLAGS.workdir}; there are {available}')
+
+  out_dir = os.path.join(FLAGS.workdir, 'eval', ev.name)
+  os.makedirs(out_dir, exist_ok=True)
+  record = report.load_metrics(out_dir)
+  record.update(eval_config=ev.to_dict(), protocol=evaluator.protocol())
+  writer = TensorBoardWriter(out_dir)
+  for step in steps:
+    if str(step) in record['steps'] and not FLAGS.overwrite:
+      print(f'evaluate: step {step} already in {out_dir}/metrics.json (--overwrite to redo)')
+      continue
+    metrics, images = evaluator.evaluate(step)
+    record['steps'][str(step)] = metrics
+    record.setdefault('sample_prompts', {})[str(step)] = report.save_samples(
+        out_dir, step, images, evaluator.prompts, ev.grid_size)
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
+    report.save_metrics(out_dir, record)  # after every step: an interruption keeps the rest
+  writer.close()
+  path = report.write_html(out_dir, record, evaluator.run_config.to_dict(),
+                           f'{FLAGS.workdir}: {ev.name} evaluation')
+  print(f'evaluate: {len(record["steps"])} checkpoint(s) in {out_dir}/metrics.json\n'
+        f'  report: {os.path.abspath(path)}\n  tensorboard --logdir {FLAGS.workdir}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,196 @@
+"""Scores the checkpoints of a training run.
+
+For each checkpoint: G_ema draws one image per held-out caption (latent seed
+eval.seed + i for caption i), and every metric in eval.metrics is computed
+against the real held-out images, whose reference statistics are computed
+once per run (and cached to npz for FID).
+
+  attribute_accuracy  probe predictions vs what each prompt names (probe.py)
+  probe_fd            Frechet distance on probe features, generated vs real
+  fid, kid            Inception-v3 pool features, the authors' protocol:
+                      centre crop + PIL Lanczos resize to eval.resolution,
+                      then clean-fid's bicubic resize to 299
+  clip_score          CLIP cosine of image and "A photo depicts " + caption
+"""
+import os
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from gigagan_jax import parallel
+from gigagan_jax.config_utils import load_config
+from gigagan_jax.data import pipeline
+from gigagan_jax.evaluate import fid as fid_lib
+from gigagan_jax.evaluate import inception, preprocess
+from gigagan_jax.evaluate import probe as probe_lib
+from gigagan_jax.sample import Sampler, load_run
+from gigagan_jax.text.tokenizer import make_tokenizer
+
+METRICS = ('attribute_accuracy', 'probe_fd', 'fid', 'kid', 'clip_score')
+PROBE_METRICS = ('attribute_accuracy', 'probe_fd')
+
+
+def check_eval_config(ev: ml_collections.ConfigDict, run_config: ml_collections.ConfigDict):
+  """Raises ValueError naming the eval_config field that cannot work."""
+  bad = set(ev.metrics) - set(METRICS)
+  if bad:
+    raise ValueError(f'eval_config.metrics: unknown {sorted(bad)}; choose from {METRICS}')
+  dataset = ev.dataset or run_config.data.builder
+  if set(ev.metrics) & set(PROBE_METRICS) and dataset != 'captioned_shapes':
+    raise ValueError(f'eval_config.metrics: {PROBE_METRICS} need labelled captioned_shapes data, '
+                     f'but the evaluation data is {dataset!r}; use fid/kid/clip_score')
+  if set(ev.metrics) & {'fid', 'kid'} and not ev.inception_path:
+    raise ValueError('eval_config.inception_path: fid/kid need the FID Inception weights '
+                     '(pt_inception-2015-12-05-6726825d.pth, the file pytorch-fid downloads)')
+  if 'clip_score' in ev.metrics and not ev.clip_dir:
+    raise ValueError('eval_config.clip_dir: clip_score needs a Hugging Face CLIPModel directory '
+                     '(openai/clip-vit-base-patch32)')
+  devices = jax.device_count()
+  if ev.batch_size % devices:
+    raise ValueError(f'eval_config.batch_size={ev.batch_size} must be a multiple of the '
+                     f'{devices} devices it is split over')
+
+
+def _caption(record, key: str) -> str:
+  """Caption feature `key` of a record; 'a/b' is nested, a sequence gives its first entry."""
+  value = record
+  for part in key.split('/'):
+    value = value[part]
+  if isinstance(value, (list, tuple, np.ndarray)) and not isinstance(value, (str, bytes)):
+    value = value[0]
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def real_examples(run_config, ev) -> tuple[np.ndarray, list[str]]:
+  """The held-out split: (uint8 images [N, R, R, 3] at the run's resolution, N captions)."""
+  data_cfg = ml_collections.ConfigDict(run_config.data.to_dict())
+  data_cfg.split = ev.split
+  data_cfg.builder = ev.dataset or data_cfg.builder
+  image_key = ev.image_key or data_cfg.get('image_key', 'image')
+  caption_key = ev.caption_key or data_cfg.get('caption_key', 'caption')
+  data_cfg.image_key, data_cfg.caption_key = image_key, caption_key.split('/')[0]
+  source = pipeline.ensure_dataset(data_cfg).as_data_source(ev.split)
+  n = min(len(source), ev.num_real or len(source))
+  records = source.__getitems__(range(n))
+  r = run_config.generator.resolution
+  images = np.stack([pipeline.center_crop_resize(np.asarray(x[image_key]), r) for x in records])
+  return images, [_caption(x, caption_key) for x in records]
+
+
+def load_probe(ev, mesh) -> probe_lib.Probe:
+  """The probe in ev.probe_dir, trained there first (about a minute) when absent."""
+  if not os.path.exists(os.path.join(ev.probe_dir, 'probe.json')):
+    from gigagan_jax.evaluate import train_probe  # only when needed
+    print(f'evaluate: no probe in {ev.probe_dir}; training one ({ev.probe_config}) ...',
+          file=sys.stderr, flush=True)
+    probe, params, metrics = train_probe.train(load_config(ev.probe_config))
+    probe.save(ev.probe_dir, params, metrics)
+  return probe_lib.Probe.load(ev.probe_dir, batch_size=ev.batch_size, mesh=mesh)
+
+
+class Evaluator:
+  """Metrics of generated images against one run's held-out data."""
+
+  def __init__(self, workdir: str, ev: ml_collections.ConfigDict, log=print):
+    self.workdir, self.ev, self.log = workdir, ev, log
+    self.run_config, step, params = load_run(workdir)
+    check_eval_config(ev, self.run_config)
+    self.mesh = jax.make_mesh((jax.device_count(), 1, 1), parallel.MESH_AXES)
+    self.sampler = Sampler(self.run_config, params, psi=ev.psi, batch_size=ev.batch_size,
+                           seed=ev.seed, mesh=self.mesh)
+    self.real_images, captions = real_examples(self.run_config, ev)
+    reps = -(-ev.num_samples // len(captions))
+    self.prompts = (captions * reps)[:ev.num_samples]
+    self.seeds = [ev.seed + i for i in range(ev.num_samples)]
+    self.resolution = ev.resolution or self.run_config.generator.resolution
+    log(f'evaluate: {len(self.prompts)} generated vs {len(self.real_images)} real images '
+        f'({ev.dataset or self.run_config.data.builder} {ev.split}), metrics {list(ev.metrics)}')
+    self.probe = self.inception = self.clip = None
+    self.reference = {}
+    if set(ev.metrics) & set(PROBE_METRICS):
+      self.probe = load_probe(ev, self.mesh)
+      self.reference['probe'] = fid_lib.FeatureStats().update(self.probe.features(self.real_images))
+    if set(ev.metrics) & {'fid', 'kid'}:
+      self.inception = jax.device_put(inception.load_fid_inception(ev.inception_path),
+                                      parallel.replicated(self.mesh))
+      name = (f'{ev.dataset or self.run_config.data.builder}_{ev.split}_{len(self.real_images)}_'
+              f'{self.resolution}px_lanczos_clean299_inception-2015-12-05')
+      self.reference['inception'] = fid_lib.cached_stats(
+          ev.cache_dir, name, lambda: self._inception_stats(self.real_images),
+          protocol=self.protocol())
+    if 'clip_score' in ev.metrics:
+      from gigagan_jax.evaluate import clip_model
+      self.clip = clip_model.load_clip(ev.clip_dir)
+      # CLIP's own BPE and context length, from the same directory.
+      self.clip_tokenize = make_tokenizer(ml_collections.ConfigDict(
+          {'tokenizer': 'clip', 'backbone_path': ev.clip_dir, 'max_len': 77}))
+
+  def protocol(self) -> dict:
+    """Every choice that shapes the numbers, recorded next to them."""
+    ev = self.ev
+    return {'dataset': ev.dataset or self.run_config.data.builder, 'split': ev.split,
+            'num_generated': len(self.prompts), 'num_real': len(self.real_images),
+            'psi': ev.psi, 'seeds': f'{ev.seed}..{ev.seed + len(self.seeds) - 1}',
+            'resolution': self.resolution,
+            'resize': 'centre crop to the short side + PIL Lanczos to resolution (real and '
+                      'generated); clean-fid bicubic float resize to 299 for Inception',
+            'clip_prefix': ev.clip_prefix,
+            'probe': probe_lib.meta(ev.probe_dir) if self.probe is not None else None}
+
+  def _inception_stats(self, images: np.ndarray) -> fid_lib.FeatureStats:
+    stats = fid_lib.FeatureStats(max_keep=len(images))
+    for i in range(0, len(images), self.ev.batch_size):
+      batch = preprocess.eval_preprocess(images[i:i + self.ev.batch_size], self.resolution)
+      stats.update(inception.pool_features(self.inception, preprocess.clean_resize(batch),
+                                           resize=False, input_norm='clean_fid'))
+    return stats
+
+  def generate(self, params) -> np.ndarray:
+    """uint8 [num_samples, R, R, 3]: one image per (seed, prompt) from G_ema `params`."""
+    self.sampler.set_params(params)
+    return self.sampler.images(self.seeds, self.prompts)
+
+  def score(self, images: np.ndarray) -> dict:
+    """{metric: value} of generated `images` (aligned with self.prompts)."""
+    ev, out = self.ev, {}
+    if self.probe is not None:
+      feats, pred = self.probe(images)
+      if 'attribute_accuracy' in ev.metrics:
+        acc = probe_lib.attribute_accuracy(pred, probe_lib.prompt_targets(self.prompts))
+        out['attribute_accuracy'] = acc['mean']
+        out['attribute_chance'] = acc['chance']
+        out.update({f'attribute_accuracy/{k}': acc[k] for k in probe_lib.ATTRIBUTES
+                    if acc[k] is not None})
+      if 'probe_fd' in ev.metrics:
+        out['probe_fd'] = fid_lib.FeatureStats().update(feats).frechet_distance(
+            self.reference['probe'])
+    if self.inception is not None:
+      gen = self._inception_stats(images)
+      ref = self.reference['inception']
+      if 'fid' in ev.metrics:
+        out['fid'] = gen.frechet_distance(ref)
+      if 'kid' in ev.metrics:
+        out['kid'] = fid_lib.kid(gen.features, ref.features, ev.kid_subsets,
+                                 min(ev.kid_subset_size, len(images), len(self.real_images)))
+    if self.clip is not None:
+      from gigagan_jax.evaluate import clip_score
+      batches = ((preprocess.eval_preprocess(images[i:i + ev.batch_size], self.resolution)
+                  .astype(np.float32) / 255, self.prompts[i:i + ev.batch_size])
+                 for i in range(0, len(images), ev.batch_size))
+      out['clip_score'] = clip_score.clip_score(self.clip, batches, self.clip_tokenize,
+                                                ev.clip_prefix)['clip_score']
+    return out
+
+  def evaluate(self, step: int):
+    """(metrics dict, generated images) of checkpoint `step`."""
+    start = time.time()
+    _, _, params = load_run(self.workdir, step)
+    images = self.generate(params)
+    metrics = self.score(images)
+    self.log(f'evaluate: step {step}: ' + ', '.join(
+        f'{k} {v:.4f}' for k, v in metrics.items() if '/' not in k) +
+        f'  ({time.time() - start:.1f} s)')
+    return metrics, images

@@ -1,0 +1,108 @@
+"""Checkpoint evaluation: the CLI's outputs, data-parallel = single-device numbers, config errors."""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from gigagan_jax import parallel
+from gigagan_jax.config_utils import load_config, validate
+from gigagan_jax.evaluate import probe as probe_lib
+from gigagan_jax.evaluate.evaluator import Evaluator, check_eval_config
+from gigagan_jax.evaluate.fid import FeatureStats
+from gigagan_jax.sample import Sampler, load_run
+from gigagan_jax.text.tokenizer import make_tokenizer
+from gigagan_jax.train import state as state_lib
+from gigagan_jax.train.checkpoint import Checkpointer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  """Checkpoints 0 and 5 of the micro config: initial, and with perturbed G_ema."""
+  root = tmp_path_factory.mktemp('evalrun')
+  config = validate(load_config(os.path.join(REPO, 'configs/t2i_micro.py')))
+  config.data.data_dir = str(root / 'data')
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+  state = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0).init(config)
+  ckpt = Checkpointer(str(root / 'run'), config.train)
+  ckpt.save(0, state, None, config, force=True)
+  keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))
+  state['ema'] = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(next(keys), x.shape),
+                              state['ema'])
+  ckpt.save(5, state, None, config, force=True)
+  ckpt.wait()
+  ckpt.close()
+  return str(root / 'run')
+
+
+def eval_config(probe_dir, **overrides):
+  ev = load_config(os.path.join(REPO, 'configs/eval_shapes.py'))
+  ev.probe_dir, ev.num_samples, ev.batch_size = probe_dir, 40, 16
+  ev.update(overrides)
+  return ev
+
+
+def test_cli_writes_json_html_and_tensorboard(run_dir, probe_dir):
+  cmd = [sys.executable, '-m', 'gigagan_jax.evaluate', f'--workdir={run_dir}', '--all',
+         f'--eval_config.probe_dir={probe_dir}', '--eval_config.num_samples=40',
+         '--eval_config.batch_size=16']
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  out_dir = os.path.join(run_dir, 'eval', 'shapes')
+  with open(os.path.join(out_dir, 'metrics.json')) as f:
+    record = json.load(f)
+  assert sorted(record['steps']) == ['0', '5']
+  for metrics in record['steps'].values():
+    assert 0 <= metrics['attribute_accuracy'] <= 1 and metrics['probe_fd'] > 0
+    assert 0 < metrics['attribute_chance'] < 0.5
+  assert record['steps']['0'] != record['steps']['5']  # different weights, different scores
+  assert record['protocol']['num_generated'] == 40
+  assert record['protocol']['probe']['metrics']['heldout_accuracy']['mean'] >= 0.95
+  html = open(os.path.join(out_dir, 'report.html')).read()
+  for name in ('plot_attribute_accuracy.png', 'plot_probe_fd.png', 'samples_0.png',
+               'samples_5.png'):
+    assert name in html and os.path.exists(os.path.join(out_dir, name)), name
+  assert glob.glob(os.path.join(out_dir, 'events.out.tfevents.*'))
+  # Evaluated steps are kept, not redone.
+  again = subprocess.run([c for c in cmd if c != '--all'] + ['--step=5'],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0 and 'already in' in again.stdout
+
+
+def test_data_parallel_evaluation_matches_one_device(run_dir, probe_dir):
+  """Images and metrics of the 8-device evaluator equal a plain 1-device computation."""
+  ev = eval_config(probe_dir)
+  evaluator = Evaluator(run_dir, ev, log=lambda *_: None)
+  assert evaluator.mesh.devices.size == jax.device_count() == 8
+  metrics, images = evaluator.evaluate(5)
+
+  config, _, params = load_run(run_dir, 5)
+  single = Sampler(config, params, batch_size=ev.batch_size).images(evaluator.seeds,
+                                                                   evaluator.prompts)
+  assert np.abs(single.astype(int) - images).max() <= 1
+  probe = probe_lib.Probe.load(probe_dir, batch_size=ev.batch_size)
+  feats, pred = probe(images)
+  acc = probe_lib.attribute_accuracy(pred, probe_lib.prompt_targets(evaluator.prompts))
+  assert metrics['attribute_accuracy'] == pytest.approx(acc['mean'])
+  real = FeatureStats().update(probe.features(evaluator.real_images))
+  assert metrics['probe_fd'] == pytest.approx(
+      FeatureStats().update(feats).frechet_distance(real), rel=1e-4)
+
+
+@pytest.mark.parametrize('overrides, field', [
+    (dict(metrics=('fid',)), 'eval_config.inception_path'),
+    (dict(metrics=('clip_score',)), 'eval_config.clip_dir'),
+    (dict(metrics=('precision',)), 'eval_config.metrics'),
+    (dict(batch_size=12), 'eval_config.batch_size'),
+    (dict(dataset='image_folder'), 'eval_config.metrics'),
+])
+def test_bad_eval_config_names_the_field(overrides, field):
+  run_config = validate(load_config(os.path.join(REPO, 'configs/t2i_micro.py')))
+  with pytest.raises(ValueError, match=field):
+    check_eval_config(eval_config('unused', **overrides), run_config)
