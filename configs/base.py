@@ -78,6 +78,10 @@ def get_base_config():
   d.text_dim = 512                   # t_D width
   d.text_encoder = text_encoder_config(dim=512, layers=1, heads=4)
   d.mbstd_group = 0                  # minibatch-stddev group; 0 = off (paper T2I)
+  # 'all': a prediction at every stage for every entry level (MS-I/O output);
+  # 'last': the final stage only (with generator.pyramid_levels = 1, a
+  # single-scale discriminator: the ablation baseline).
+  d.exits = 'all'
   d.dtype = 'float32'
   d.param_dtype = 'float32'
 

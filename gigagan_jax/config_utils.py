@@ -19,10 +19,8 @@ class ConfigError(ValueError):
   """A config field holds a value that cannot work; the message names it."""
 
 
-def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """Imports `path` (a config file, optionally `path:arg`) and returns get_config(arg)."""
-  if ':' in path and arg is None:
-    path, arg = path.split(':', 1)
+def load_module(path: str):
+  """Imports a config file (path relative to the cwd or the repo root) as a module."""
   if not os.path.exists(path):
     candidate = os.path.join(REPO_ROOT, path)
     if not os.path.exists(candidate):
@@ -33,7 +31,20 @@ def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
   spec = importlib.util.spec_from_file_location('_config_' + os.path.basename(path)[:-3], path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return module
+
+
+def split_spec(spec: str, arg: str | None = None) -> tuple[str, str | None]:
+  """'configs/x.py:arg' -> ('configs/x.py', 'arg'); an explicit arg wins."""
+  if ':' in spec and arg is None:
+    spec, arg = spec.split(':', 1)
+  return spec, arg
+
+
+def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """Imports `path` (a config file, optionally `path:arg`) and returns get_config(arg)."""
+  path, arg = split_spec(path, arg)
+  return load_module(path).get_config(arg)
 
 
 def _require(cond: bool, field: str, message: str):
@@ -78,6 +89,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                            [(c, d.attn_heads, 'discriminator') for c in d.channels]):
     _require(ch % heads == 0, f'{field}.attn_heads',
              f'{heads} heads must divide every channel width, not {ch}')
+  _require(d.get('exits', 'all') in ('all', 'last'), 'discriminator.exits',
+           f"must be 'all' or 'last', got {d.get('exits')!r}")
   t = config.text
   _require(t.tokenizer in ('byte', 'clip', 'minilm'), 'text.tokenizer',
            f"must be 'byte', 'clip' or 'minilm', got {t.tokenizer!r}")

@@ -60,6 +60,25 @@ def test_discriminator_one_logit_map_per_level_and_exit(tiny):
   assert len(expected) == levels * (levels + 1) // 2
 
 
+def test_single_scale_discriminator_ablation_predicts_once():
+  """generator.pyramid_levels=1 + discriminator.exits='last': one image, one logit (no MS-I/O)."""
+  config = validate(load_config('configs/t2i_tiny.py'))
+  config.generator.pyramid_levels, config.discriminator.exits = 1, 'last'
+  tokenizer = make_tokenizer(config.text)
+  g, d = build_models(config, tokenizer.vocab_size)
+  text = tokenizer(PROMPTS)
+  z = jnp.zeros((len(PROMPTS), config.generator.z_dim))
+  g_vars = jax.eval_shape(g.init, jax.random.key(1), z, text)
+  pyramid = jax.eval_shape(g.apply, g_vars, z, text)
+  r = config.generator.resolution
+  assert [p.shape for p in pyramid] == [(4, r, r, 3)]
+  d_vars = jax.eval_shape(d.init, jax.random.key(2), pyramid, text)
+  logits = jax.eval_shape(d.apply, d_vars, pyramid, text)
+  assert {k: v.shape for k, v in logits.items()} == {logit_name(r, 1): (4, 1, 1, 1)}
+  # Heads of the skipped exits are never built: fewer D parameters.
+  assert not any(k.startswith('head') and k != 'head4' for k in d_vars['params'])
+
+
 def test_discriminator_scores_mismatched_captions(tiny):
   _, g, d, g_vars, d_vars, z, text = tiny
   pyramid = g.apply(g_vars, z, text)

@@ -143,6 +143,8 @@ class Discriminator(nn.Module):
         entries.append(self.stage_res[k])
       h = stage(h)
       out_res = h.shape[1]
+      if self.cfg.get('exits', 'all') == 'last' and k < len(self.stages) - 1:
+        continue  # single-scale-output ablation: predict at the final stage only
       for t_d, out in zip(texts, outs):  # early exit of every running path
         logits = self.heads[k](h, jnp.tile(t_d, (len(entries), 1)))
         for e, in_res in enumerate(entries):

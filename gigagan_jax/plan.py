@@ -1,0 +1,222 @@
+"""Memory planner: does a config's train step fit a mesh of accelerators?
+
+  python -m gigagan_jax.plan --config=configs/t2i_paper.py \
+      --mesh=data:4,fsdp:16,tensor:1 --device_memory=95GiB [--batch_size=256]
+
+Compiles the real train step (the one `python -m gigagan_jax.train` runs)
+for the requested mesh on fake CPU devices, so no accelerator is needed, and
+reports per device:
+  - the bytes of every part of the train state (G, D, G_ema, both optimiser
+    states) as sharded by the logical-axis rules, and the frozen text backbone;
+  - XLA's memory analysis of the compiled step: arguments, outputs, aliased
+    (donated) buffers and temporaries (activations, gradients);
+  - the peak estimate (arguments + outputs - aliased + temporaries), whether
+    it fits --device_memory, and the largest contributors.
+XLA:CPU's buffer assignment is not the GPU's or TPU's, so temporaries are an
+estimate (fusion differs); parameter and optimiser bytes are exact.
+Without backbone weights (paper config) the frozen CLIP text tower is planned
+from its shapes (ViT-L/14 text: 12 layers, width config.text.feature_dim).
+"""
+import math
+import os
+import re
+import sys
+
+from absl import app, flags
+
+UNITS = {'': 1, 'b': 1, 'kib': 2**10, 'mib': 2**20, 'gib': 2**30, 'tib': 2**40,
+         'kb': 10**3, 'mb': 10**6, 'gb': 10**9, 'tb': 10**12}
+
+
+def parse_bytes(text: str) -> int:
+  """'16GiB' -> 17179869184; '80GB' -> 80e9 (binary units need the 'i')."""
+  m = re.fullmatch(r'\s*([\d.]+)\s*([a-zA-Z]*)\s*', text)
+  if not m or m.group(2).lower() not in UNITS:
+    raise ValueError(f'--device_memory: cannot read {text!r}; write e.g. 16GiB, 80GB, 95GiB')
+  return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+def parse_mesh(text: str) -> dict:
+  """'data:2,fsdp:16,tensor:1' -> {'data': 2, 'fsdp': 16, 'tensor': 1} (missing axes = 1)."""
+  out = {'data': 1, 'fsdp': 1, 'tensor': 1}
+  for part in text.split(','):
+    name, _, size = part.partition(':')
+    if name.strip() not in out or not size.strip().isdigit() or int(size) < 1:
+      raise ValueError(f'--mesh: cannot read {part!r} in {text!r}; write e.g. '
+                       'data:2,fsdp:16,tensor:1')
+    out[name.strip()] = int(size)
+  return out
+
+
+def human(n: float) -> str:
+  """Bytes in the largest binary unit that keeps the number >= 1, fixed width."""
+  for unit, size in (('GiB', 2**30), ('MiB', 2**20), ('KiB', 2**10)):
+    if abs(n) >= size:
+      return f'{n / size:8.2f} {unit}'
+  return f'{n:8.0f} B  '
+
+
+def _ensure_devices(n: int):
+  """Re-runs this program with n fake CPU devices when fewer are visible.
+
+  XLA reads the device count once, at start-up, from XLA_FLAGS.
+  """
+  import jax
+  if jax.device_count() >= n:
+    return
+  if os.environ.get('_GIGAGAN_PLAN_CHILD'):
+    raise RuntimeError(f'needed {n} devices, have {jax.device_count()}')
+  flags_ = re.sub(r'--xla_force_host_platform_device_count=\d+', '',
+                  os.environ.get('XLA_FLAGS', ''))
+  env = dict(os.environ, JAX_PLATFORMS='cpu', _GIGAGAN_PLAN_CHILD='1',
+             XLA_FLAGS=f'{flags_} --xla_force_host_platform_device_count={n}'.strip())
+  sys.stdout.flush()
+  os.execve(sys.executable, [sys.executable, '-m', 'gigagan_jax.plan'] + sys.argv[1:], env)
+
+
+def abstract_backbone(text_cfg):
+  """The frozen backbone with abstract params (shapes only) when its weights are absent."""
+  import jax
+  import jax.numpy as jnp
+  from gigagan_jax.text import backbone as backbone_lib
+  from gigagan_jax.text import clip
+  if text_cfg.backbone == 'none':
+    return None
+  if text_cfg.backbone != 'clip' or text_cfg.backbone_path:
+    return backbone_lib.make_backbone(text_cfg)
+  cfg = clip.CLIPTextConfig(hidden_size=text_cfg.feature_dim,
+                            intermediate_size=4 * text_cfg.feature_dim,
+                            num_attention_heads=text_cfg.feature_dim // 64)
+  module = clip.CLIPTextTransformer(cfg)
+  tokens = jnp.zeros((1, cfg.max_position_embeddings), jnp.int32)
+  params = jax.eval_shape(module.init, jax.random.PRNGKey(0), tokens)['params']
+  layer = int(text_cfg.backbone_layer)
+  return backbone_lib.FrozenBackbone(
+      'clip', module, params, cfg.hidden_size, cfg.max_position_embeddings,
+      lambda m, p, t, e: backbone_lib.clip_layer_features(m, p, t, e, layer))
+
+
+def _leaf_bytes(x) -> int:
+  """Bytes of one device's shard of an abstract array carrying a sharding."""
+  shape = x.sharding.shard_shape(x.shape) if getattr(x, 'sharding', None) is not None else x.shape
+  return math.prod(shape) * x.dtype.itemsize
+
+
+def plan(config, mesh_axes: dict, device_memory: int, compile_step: bool = True) -> dict:
+  """Per-device memory of config's train step on a mesh of these axis sizes.
+
+  Returns {'devices', 'batch_size', 'state': {part: bytes}, 'backbone',
+  'largest': [(leaf path, bytes)], and when compiled 'xla': {...}, 'peak',
+  'fits'}; every byte figure is per device.
+  """
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from gigagan_jax import parallel
+  from gigagan_jax.config_utils import validate
+  from gigagan_jax.text.tokenizer import make_tokenizer
+  from gigagan_jax.train import state as state_lib
+  from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
+
+  n = math.prod(mesh_axes.values())
+  config = config.copy_and_resolve_references()
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = (mesh_axes[a] for a in parallel.MESH_AXES)
+  config = validate(config)
+  batch = config.data.batch_size
+  if batch % (mesh_axes['data'] * mesh_axes['fsdp']):
+    raise ValueError(f'config.data.batch_size={batch} is not divisible by data x fsdp = '
+                     f'{mesh_axes["data"] * mesh_axes["fsdp"]}')
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:n])
+  backbone = abstract_backbone(config.text)
+  feature_dim = backbone.dim if backbone is not None else 0
+  vocab = make_tokenizer(config.text).vocab_size if backbone is None else 0
+  parts = state_lib.build(config, mesh, vocab, feature_dim)
+
+  state = {}
+  leaves = []
+  for path, x in jax.tree_util.tree_leaves_with_path(parts.abstract):
+    part = str(getattr(path[0], 'key', path[0]))
+    b = _leaf_bytes(x)
+    state[part] = state.get(part, 0) + b
+    leaves.append((jax.tree_util.keystr(path), b))
+  rep = parallel.replicated(mesh)
+  backbone_abs = {} if backbone is None else jax.tree.map(
+      lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=rep), backbone.params)
+  out = {'devices': n, 'mesh': dict(mesh_axes), 'batch_size': batch, 'state': state,
+         'backbone': sum(_leaf_bytes(x) for x in jax.tree.leaves(backbone_abs)),
+         'largest': sorted(leaves, key=lambda kv: -kv[1])[:8]}
+  if not compile_step:
+    return out
+
+  r, length = config.generator.resolution, config.text.max_len
+  shapes = {'image': ((batch, r, r, 3), 'uint8'), 'tokens': ((batch, length), 'int32'),
+            'eot': ((batch,), 'int32')}
+  batch_abs = {k: jax.ShapeDtypeStruct(s, d, sharding=NamedSharding(
+      mesh, P(parallel.BATCH_AXES, *([None] * (BATCH_NDIMS[k] - 1))))) for k, (s, d) in shapes.items()}
+  step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone),
+                        parts.shardings, mesh)
+  mem = step.lower(parts.abstract, batch_abs, backbone_abs).compile().memory_analysis()
+  xla = {k: int(getattr(mem, f'{k}_size_in_bytes')) for k in
+         ('argument', 'output', 'alias', 'temp', 'generated_code')}
+  peak = xla['argument'] + xla['output'] - xla['alias'] + xla['temp']
+  out.update(xla=xla, peak=peak, fits=peak <= device_memory, device_memory=device_memory)
+  return out
+
+
+def format_plan(p: dict) -> str:
+  lines = [f'mesh {p["mesh"]} = {p["devices"]} devices, global batch {p["batch_size"]} '
+           f'({p["batch_size"] // (p["mesh"]["data"] * p["mesh"]["fsdp"])} per data shard)',
+           '', 'train state per device (sharded by the logical-axis rules):']
+  names = {'g': 'G params', 'd': 'D params', 'ema': 'G_ema params', 'g_opt': 'G optimiser',
+           'd_opt': 'D optimiser'}
+  for part, b in sorted(p['state'].items(), key=lambda kv: -kv[1]):
+    lines.append(f'  {names.get(part, part):<22}{human(b)}')
+  lines.append(f'  {"total state":<22}{human(sum(p["state"].values()))}')
+  lines.append(f'  {"frozen text backbone":<22}{human(p["backbone"])}  (replicated)')
+  if 'xla' in p:
+    x = p['xla']
+    lines += ['', "XLA memory analysis of the compiled step (per device):",
+              f'  {"arguments":<22}{human(x["argument"])}',
+              f'  {"outputs":<22}{human(x["output"])}',
+              f'  {"aliased (donated)":<22}{human(-x["alias"])}',
+              f'  {"temporaries":<22}{human(x["temp"])}  (activations, gradients, workspace)',
+              f'  {"peak estimate":<22}{human(p["peak"])}  of {human(p["device_memory"]).strip()}: '
+              + ('FITS' if p['fits'] else 'DOES NOT FIT') +
+              f' ({100 * p["peak"] / p["device_memory"]:.0f}%)']
+  lines += ['', 'largest state arrays per device:']
+  lines += [f'  {human(b)}  {name}' for name, b in p['largest']]
+  return '\n'.join(lines)
+
+
+def define_flags():
+  """Flags of the CLI, defined only when run as a program (see sample.define_flags)."""
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+  flags.DEFINE_string('mesh', 'data:1,fsdp:8,tensor:1', 'Mesh axis sizes, e.g. data:2,fsdp:16,tensor:1.')
+  flags.DEFINE_string('device_memory', '80GB', 'Memory of one accelerator, e.g. 16GiB, 80GB.')
+  flags.DEFINE_integer('batch_size', None, 'Global batch; default: the config\'s data.batch_size.')
+  flags.DEFINE_bool('compile', True, 'Compile the step for XLA\'s memory analysis (slow for big '
+                    'models); --nocompile reports the state bytes only.')
+  flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  f = flags.FLAGS
+  try:
+    mesh_axes, device_memory = parse_mesh(f.mesh), parse_bytes(f.device_memory)
+  except ValueError as e:
+    raise app.UsageError(str(e))
+  _ensure_devices(math.prod(mesh_axes.values()))
+  config = f.config
+  if f.batch_size:
+    config.data.batch_size = f.batch_size
+  if f.compile:
+    print(f'compiling the train step for {mesh_axes} on fake CPU devices '
+          '(large models take minutes) ...', flush=True)
+  print(format_plan(plan(config, mesh_axes, device_memory, compile_step=f.compile)))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
