@@ -441,13 +441,12 @@ def test_local_fails_fast_when_one_process_fails(tmp_path):
 
 @pytest.mark.slow
 def test_local_two_cpu_processes_train_the_micro_config(tmp_path):
-  """launch/local.sh for real: 2 gloo CPU processes, 2 steps, a checkpoint (~1 min)."""
-  from gigagan_jax.config_utils import load_config
-  from gigagan_jax.data.pipeline import ensure_dataset
+  """launch/local.sh for real: 2 gloo CPU processes, 2 steps, a checkpoint (~1 min).
+
+  The data_dir is fresh: process 0 builds captioned_shapes while the other
+  waits (two builders of one data_dir used to collide with FileExistsError).
+  """
   data_dir = str(tmp_path / 'data')
-  config = load_config(os.path.join(REPO, 'configs/t2i_micro.py'))
-  config.data.data_dir = data_dir
-  ensure_dataset(config.data)  # once, before two processes would both build it
 
   workdir = tmp_path / 'run'
   # One CPU device per process (not conftest's 8); XLA:CPU optimisation off halves compile time.

@@ -49,3 +49,16 @@ def test_bad_mesh_and_memory_are_named():
     plan.parse_mesh('data:2,fdsp:4')
   with pytest.raises(ValueError, match='--device_memory'):
     plan.parse_bytes('16 gigs')
+
+
+@pytest.mark.slow
+def test_paper_size_train_step_compiles_on_8_devices_with_fsdp8():
+  """The train step of configs/t2i_paper.py (the function the train CLI jits) compiles for
+  mesh (1, 8, 1) with a batch of 8; parameters and optimiser state are split 8 ways."""
+  config = load_config(os.path.join(REPO, 'configs/t2i_paper.py'))
+  config.data.batch_size = 8
+  p = plan.plan(config, {'data': 1, 'fsdp': 8, 'tensor': 1}, plan.parse_bytes('80GB'))
+  g_bytes_unsharded = 682.8e6 * 4  # models.summary: G 682.8M float32 parameters
+  assert 0.125 <= p['state']['g'] / g_bytes_unsharded < 0.14
+  assert p['state']['g_opt'] == pytest.approx(2 * p['state']['g'], rel=0.02)  # Adam mu + nu
+  assert p['xla']['temp'] > 0 and p['fits']

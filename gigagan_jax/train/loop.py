@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 
 from gigagan_jax import parallel
 from gigagan_jax.config_utils import validate
-from gigagan_jax.data.pipeline import make_dataset
+from gigagan_jax.data.pipeline import ensure_dataset, make_dataset
 from gigagan_jax.text.backbone import make_backbone
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import samples as samples_lib
@@ -105,6 +105,12 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   if make_iterator is not None:
     data_iter = make_iterator(tokenizer)
   else:
+    if jax.process_count() > 1:
+      # The first use builds captioned_shapes; one builder per data_dir, or
+      # the processes race on the same files (FileExistsError).
+      if jax.process_index() == 0:
+        ensure_dataset(config.data)
+      multihost_utils.sync_global_devices('gigagan_jax: dataset prepared')
     data_iter = make_dataset(config.data, tokenize=tokenizer, seed=config.seed)
 
   # ------------------------------------------------------ checkpoint / resume
