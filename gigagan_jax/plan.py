@@ -106,12 +106,13 @@ def _leaf_bytes(x) -> int:
   return math.prod(shape) * x.dtype.itemsize
 
 
-def plan(config, mesh_axes: dict, device_memory: int, compile_step: bool = True) -> dict:
+def plan(config, mesh_axes: dict, device_memory: int | None = None,
+         compile_step: bool = True) -> dict:
   """Per-device memory of config's train step on a mesh of these axis sizes.
 
   Returns {'devices', 'batch_size', 'state': {part: bytes}, 'backbone',
   'largest': [(leaf path, bytes)], and when compiled 'xla': {...}, 'peak',
-  'fits'}; every byte figure is per device.
+  'fits' (None without device_memory)}; every byte figure is per device.
   """
   import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
@@ -162,7 +163,8 @@ def plan(config, mesh_axes: dict, device_memory: int, compile_step: bool = True)
   xla = {k: int(getattr(mem, f'{k}_size_in_bytes')) for k in
          ('argument', 'output', 'alias', 'temp', 'generated_code')}
   peak = xla['argument'] + xla['output'] - xla['alias'] + xla['temp']
-  out.update(xla=xla, peak=peak, fits=peak <= device_memory, device_memory=device_memory)
+  out.update(xla=xla, peak=peak, device_memory=device_memory,
+             fits=None if device_memory is None else peak <= device_memory)
   return out
 
 
@@ -183,9 +185,11 @@ def format_plan(p: dict) -> str:
               f'  {"outputs":<22}{human(x["output"])}',
               f'  {"aliased (donated)":<22}{human(-x["alias"])}',
               f'  {"temporaries":<22}{human(x["temp"])}  (activations, gradients, workspace)',
-              f'  {"peak estimate":<22}{human(p["peak"])}  of {human(p["device_memory"]).strip()}: '
-              + ('FITS' if p['fits'] else 'DOES NOT FIT') +
-              f' ({100 * p["peak"] / p["device_memory"]:.0f}%)']
+              f'  {"peak estimate":<22}{human(p["peak"])}']
+    if p['fits'] is not None:
+      lines[-1] += (f'  of {human(p["device_memory"]).strip()}: ' +
+                    ('FITS' if p['fits'] else 'DOES NOT FIT') +
+                    f' ({100 * p["peak"] / p["device_memory"]:.0f}%)')
   lines += ['', 'largest state arrays per device:']
   lines += [f'  {human(b)}  {name}' for name, b in p['largest']]
   return '\n'.join(lines)

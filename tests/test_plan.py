@@ -52,13 +52,24 @@ def test_bad_mesh_and_memory_are_named():
 
 
 @pytest.mark.slow
-def test_paper_size_train_step_compiles_on_8_devices_with_fsdp8():
-  """The train step of configs/t2i_paper.py (the function the train CLI jits) compiles for
-  mesh (1, 8, 1) with a batch of 8; parameters and optimiser state are split 8 ways."""
-  config = load_config(os.path.join(REPO, 'configs/t2i_paper.py'))
-  config.data.batch_size = 8
-  p = plan.plan(config, {'data': 1, 'fsdp': 8, 'tensor': 1}, plan.parse_bytes('80GB'))
-  g_bytes_unsharded = 682.8e6 * 4  # models.summary: G 682.8M float32 parameters
-  assert 0.125 <= p['state']['g'] / g_bytes_unsharded < 0.14
-  assert p['state']['g_opt'] == pytest.approx(2 * p['state']['g'], rel=0.02)  # Adam mu + nu
-  assert p['xla']['temp'] > 0 and p['fits']
+def test_train_cli_compiles_the_paper_size_step_on_8_devices_with_fsdp8(tmp_path):
+  """python -m gigagan_jax.train --compile_only on configs/t2i_paper.py, mesh (1, 8, 1), batch 8:
+  the step compiles and parameters + optimiser state are split 8 ways."""
+  out = subprocess.run(
+      [sys.executable, '-m', 'gigagan_jax.train', '--config=configs/t2i_paper.py',
+       f'--workdir={tmp_path}', '--config.mesh.data=1', '--config.mesh.fsdp=8',
+       '--config.data.batch_size=8', '--compile_only'],
+      cwd=REPO, capture_output=True, text=True, timeout=1500)  # 8 fake devices: conftest's XLA_FLAGS
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 1} = 8 devices, global batch 8" in out.stdout
+  mib = lambda name: _mib(re.search(rf'{name}\s+([\d.]+ \w+)', out.stdout).group(1))
+  g_unsharded = 682.8e6 * 4 / 2**20  # models.summary: G 682.8M float32 parameters
+  assert 0.125 <= mib('G params') / g_unsharded < 0.14
+  assert mib('G optimiser') == pytest.approx(2 * mib('G params'), rel=0.02)  # Adam mu + nu
+  assert mib('temporaries') > 0
+  assert not os.listdir(tmp_path)  # nothing trained, nothing written
+
+
+def _mib(text: str) -> float:
+  value, unit = text.split()
+  return float(value) * {'B': 2**-20, 'KiB': 2**-10, 'MiB': 1, 'GiB': 2**10}[unit]

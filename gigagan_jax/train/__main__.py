@@ -10,6 +10,9 @@ Flags:
                          (on TPU pods and SLURM, --distributed alone auto-detects them)
   --distributed          call jax.distributed.initialize() with auto-detection
   --cpu_collectives      'gloo' for multi-process CPU runs (tests, laptops)
+  --compile_only         compile the train step for config.mesh on the visible devices, print
+                         its per-device memory (as python -m gigagan_jax.plan does) and exit;
+                         reads no data and needs no backbone weights
   --verbosity            absl log level; default: warnings only (0 shows Orbax/TFDS INFO logs)
 """
 import jax
@@ -25,6 +28,8 @@ _NUM = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 _PID = flags.DEFINE_integer('process_id', None, 'Index of this process.')
 _DIST = flags.DEFINE_bool('distributed', False, 'jax.distributed.initialize() with auto-detection.')
 _CPU_COLL = flags.DEFINE_string('cpu_collectives', None, "CPU collectives, e.g. 'gloo'.")
+_COMPILE_ONLY = flags.DEFINE_bool('compile_only', False,
+                                  'Compile the step, print its memory per device, and exit.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -40,6 +45,11 @@ def main(argv):
                                process_id=_PID.value)
   elif _DIST.value:
     jax.distributed.initialize()
+  if _COMPILE_ONLY.value:
+    from gigagan_jax import parallel, plan
+    shape = parallel.mesh_shape(_CONFIG.value.mesh, jax.device_count())
+    print(plan.format_plan(plan.plan(_CONFIG.value, dict(zip(parallel.MESH_AXES, shape)))))
+    return
   from gigagan_jax.train.loop import train  # after distributed init: it queries devices
   train(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW.value)
 
