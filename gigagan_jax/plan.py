@@ -170,7 +170,7 @@ def plan(config, mesh_axes: dict, device_memory: int | None = None,
 
 def format_plan(p: dict) -> str:
   lines = [f'mesh {p["mesh"]} = {p["devices"]} devices, global batch {p["batch_size"]} '
-           f'({p["batch_size"] // (p["mesh"]["data"] * p["mesh"]["fsdp"])} per data shard)',
+           f'({p["batch_size"] // (p["mesh"]["data"] * p["mesh"]["fsdp"])} per batch shard)',
            '', 'train state per device (sharded by the logical-axis rules):']
   names = {'g': 'G params', 'd': 'D params', 'ema': 'G_ema params', 'g_opt': 'G optimiser',
            'd_opt': 'D optimiser'}

@@ -73,6 +73,10 @@ def test_cli_writes_json_html_and_tensorboard(run_dir, probe_dir):
   again = subprocess.run([c for c in cmd if c != '--all'] + ['--step=5'],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
   assert again.returncode == 0 and 'already in' in again.stdout
+  # Other settings never share a table with these numbers.
+  changed = subprocess.run([c.replace('num_samples=40', 'num_samples=24') for c in cmd],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert changed.returncode != 0 and 'other eval_config settings' in changed.stderr
 
 
 def test_data_parallel_evaluation_matches_one_device(run_dir, probe_dir):

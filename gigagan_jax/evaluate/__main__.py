@@ -8,8 +8,10 @@
 Writes WORKDIR/eval/NAME/{metrics.json, report.html, plots, sample grids} and
 TensorBoard scalars there (see gigagan_jax/evaluate/report.py). Generation
 and feature networks run data-parallel over every local device. Checkpoints
-already in metrics.json are skipped unless --overwrite.
+already in metrics.json are skipped; --overwrite starts it afresh (and is
+needed when the evaluation settings changed).
 """
+import json
 import os
 
 from absl import app, flags, logging
@@ -25,7 +27,7 @@ config_flags.DEFINE_config_file('eval_config', 'configs/eval_shapes.py',
 flags.DEFINE_string('workdir', None, 'Training run directory (its checkpoints/).')
 flags.DEFINE_integer('step', None, 'Checkpoint to evaluate; default: the latest.')
 flags.DEFINE_bool('all', False, 'Evaluate every checkpoint of the run.')
-flags.DEFINE_bool('overwrite', False, 'Evaluate again steps that metrics.json already has.')
+flags.DEFINE_bool('overwrite', False, 'Start metrics.json afresh (e.g. after changing settings).')
 flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
 
@@ -38,20 +40,26 @@ def main(argv):
   if FLAGS.all and FLAGS.step is not None:
     raise app.UsageError('give --step=N or --all, not both')
   ev = FLAGS.eval_config
-  evaluator = Evaluator(FLAGS.workdir, ev)  # names a missing checkpoint or weight file
-  available = checkpoint_steps(FLAGS.workdir)
+  available = checkpoint_steps(FLAGS.workdir)  # names a missing run
   steps = available if FLAGS.all else [FLAGS.step if FLAGS.step is not None else available[-1]]
   missing = sorted(set(steps) - set(available))
   if missing:
     raise app.UsageError(f'no checkpoint {missing} in {FLAGS.workdir}; there are {available}')
-
   out_dir = os.path.join(FLAGS.workdir, 'eval', ev.name)
-  os.makedirs(out_dir, exist_ok=True)
   record = report.load_metrics(out_dir)
-  record.update(eval_config=ev.to_dict(), protocol=evaluator.protocol())
+  settings = json.loads(json.dumps(ev.to_dict()))  # as metrics.json holds them (lists, not tuples)
+  if record['steps'] and record.get('eval_config') != settings and not FLAGS.overwrite:
+    # Numbers made with other settings (sample count, psi, ...) must not share a table.
+    raise app.UsageError(f'{out_dir}/metrics.json was made with other eval_config settings; '
+                         '--overwrite replaces it, or set --eval_config.name=OTHER')
+  if FLAGS.overwrite:
+    record = {'steps': {}}
+  os.makedirs(out_dir, exist_ok=True)
+  evaluator = Evaluator(FLAGS.workdir, ev)  # names a missing weight file or probe
+  record.update(eval_config=settings, protocol=evaluator.protocol())
   writer = TensorBoardWriter(out_dir)
   for step in steps:
-    if str(step) in record['steps'] and not FLAGS.overwrite:
+    if str(step) in record['steps']:
       print(f'evaluate: step {step} already in {out_dir}/metrics.json (--overwrite to redo)')
       continue
     metrics, images = evaluator.evaluate(step)
