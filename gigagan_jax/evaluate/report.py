@@ -46,14 +46,14 @@ def save_samples(out_dir: str, step: int, images: np.ndarray, prompts, n: int):
 
 def _plot(out_dir: str, name: str, steps: list, series: dict) -> str:
   """One PNG of every series in `series` ({label: values per step}) against step."""
-  fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+  fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
   for label, values in series.items():
     ax.plot(steps, values, marker='o', label=label)
   ax.set_xlabel('training step')
   ax.set_title(name)
   ax.grid(alpha=0.3)
   if len(series) > 1:
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5))
   fig.tight_layout()
   filename = 'plot_' + name.replace('/', '_') + '.png'
   fig.savefig(os.path.join(out_dir, filename))
@@ -71,7 +71,8 @@ def write_html(out_dir: str, record: dict, run_config: dict, title: str) -> str:
   groups = {}
   for k in names:
     head = k.split('/')[0]
-    label = k.split('/')[1] if '/' in k else ('chance' if k == 'attribute_chance' else head)
+    label = k.split('/')[1] if '/' in k else {'attribute_chance': 'chance',
+                                              'attribute_accuracy': 'mean'}.get(k, head)
     groups.setdefault('attribute_accuracy' if k == 'attribute_chance' else head, {})[label] = [
         r.get(k, np.nan) for r in rows]
   plots = [_plot(out_dir, name, x, series) for name, series in groups.items()]
