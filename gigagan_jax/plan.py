@@ -22,7 +22,18 @@ import os
 import re
 import sys
 
+import jax
+import jax.numpy as jnp
 from absl import app, flags
+from ml_collections import config_flags
+
+from gigagan_jax import parallel
+from gigagan_jax.config_utils import validate
+from gigagan_jax.text import backbone as backbone_lib
+from gigagan_jax.text import clip
+from gigagan_jax.text.tokenizer import make_tokenizer
+from gigagan_jax.train import state as state_lib
+from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
 
 UNITS = {'': 1, 'b': 1, 'kib': 2**10, 'mib': 2**20, 'gib': 2**30, 'tib': 2**40,
          'kb': 10**3, 'mb': 10**6, 'gb': 10**9, 'tb': 10**12}
@@ -64,7 +75,6 @@ def _ensure_devices(n: int):
   time) is switched off; buffer assignment, which the figures come from,
   happens before it.
   """
-  import jax
   if jax.device_count() >= n:
     return
   if os.environ.get('_GIGAGAN_PLAN_CHILD'):
@@ -80,10 +90,6 @@ def _ensure_devices(n: int):
 
 def abstract_backbone(text_cfg):
   """The frozen backbone with abstract params (shapes only) when its weights are absent."""
-  import jax
-  import jax.numpy as jnp
-  from gigagan_jax.text import backbone as backbone_lib
-  from gigagan_jax.text import clip
   if text_cfg.backbone == 'none':
     return None
   if text_cfg.backbone != 'clip' or text_cfg.backbone_path:
@@ -114,14 +120,6 @@ def plan(config, mesh_axes: dict, device_memory: int | None = None,
   'largest': [(leaf path, bytes)], and when compiled 'xla': {...}, 'peak',
   'fits' (None without device_memory)}; every byte figure is per device.
   """
-  import jax
-  from jax.sharding import NamedSharding, PartitionSpec as P
-  from gigagan_jax import parallel
-  from gigagan_jax.config_utils import validate
-  from gigagan_jax.text.tokenizer import make_tokenizer
-  from gigagan_jax.train import state as state_lib
-  from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
-
   n = math.prod(mesh_axes.values())
   config = config.copy_and_resolve_references()
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = (mesh_axes[a] for a in parallel.MESH_AXES)
@@ -155,8 +153,8 @@ def plan(config, mesh_axes: dict, device_memory: int | None = None,
   r, length = config.generator.resolution, config.text.max_len
   shapes = {'image': ((batch, r, r, 3), 'uint8'), 'tokens': ((batch, length), 'int32'),
             'eot': ((batch,), 'int32')}
-  batch_abs = {k: jax.ShapeDtypeStruct(s, d, sharding=NamedSharding(
-      mesh, P(parallel.BATCH_AXES, *([None] * (BATCH_NDIMS[k] - 1))))) for k, (s, d) in shapes.items()}
+  batch_abs = {k: jax.ShapeDtypeStruct(s, d, sharding=parallel.batch_sharding(mesh, BATCH_NDIMS[k]))
+               for k, (s, d) in shapes.items()}
   step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone),
                         parts.shardings, mesh)
   mem = step.lower(parts.abstract, batch_abs, backbone_abs).compile().memory_analysis()
@@ -197,7 +195,6 @@ def format_plan(p: dict) -> str:
 
 def define_flags():
   """Flags of the CLI, defined only when run as a program (see sample.define_flags)."""
-  from ml_collections import config_flags
   config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
   flags.DEFINE_string('mesh', 'data:1,fsdp:8,tensor:1', 'Mesh axis sizes, e.g. data:2,fsdp:16,tensor:1.')
   flags.DEFINE_string('device_memory', '80GB', 'Memory of one accelerator, e.g. 16GiB, 80GB.')
