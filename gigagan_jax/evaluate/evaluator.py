@@ -141,11 +141,15 @@ class Evaluator:
             'probe': probe_lib.meta(ev.probe_dir) if self.probe is not None else None}
 
   def _inception_stats(self, images: np.ndarray) -> fid_lib.FeatureStats:
+    """Inception pool features of uint8 images, preprocessed on the host batch by batch
+    (a whole set at 299 px would not fit in memory) and split over the mesh."""
+    features = jax.jit(lambda x: inception.pool_features(self.inception, x, resize=False,
+                                                         input_norm='clean_fid'))
     stats = fid_lib.FeatureStats(max_keep=len(images))
-    for i in range(0, len(images), self.ev.batch_size):
-      batch = preprocess.eval_preprocess(images[i:i + self.ev.batch_size], self.resolution)
-      stats.update(inception.pool_features(self.inception, preprocess.clean_resize(batch),
-                                           resize=False, input_norm='clean_fid'))
+    b = self.ev.batch_size
+    for i in range(0, len(images), b):
+      batch = preprocess.clean_resize(preprocess.eval_preprocess(images[i:i + b], self.resolution))
+      stats.update(parallel.map_batches(features, (batch,), b, self.mesh))
     return stats
 
   def generate(self, params) -> np.ndarray:
