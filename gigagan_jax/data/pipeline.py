@@ -78,7 +78,9 @@ def _prepared_resolutions(data_dir: str, name: str) -> list:
   return sorted(set(out))
 
 
-def _open_builder(data_cfg) -> tfds.core.DatasetBuilder:
+def open_builder(data_cfg) -> tfds.core.DatasetBuilder:
+  """The TFDS builder named by data_cfg (builder, data_dir, resolution, num_examples);
+  captioned_shapes is built on first use. ensure_dataset adds the checks of a full data config."""
   name, data_dir, r = data_cfg.builder, data_cfg.data_dir, data_cfg.resolution
   if name == 'captioned_shapes':
     if r not in captioned_shapes.RESOLUTIONS:
@@ -140,7 +142,7 @@ def ensure_dataset(data_cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuil
   """
   data_cfg = _with_defaults(data_cfg)
   check_data_config(data_cfg)
-  b = _open_builder(data_cfg)
+  b = open_builder(data_cfg)
   info, r = b.info, data_cfg.resolution
   fmt = getattr(info, 'file_format', None)
   if fmt is not None and getattr(fmt, 'value', fmt) != 'array_record':

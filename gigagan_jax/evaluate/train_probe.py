@@ -8,7 +8,6 @@ scores the held-out 'test' split, and saves an Orbax checkpoint plus
 probe.json into --workdir. `python -m gigagan_jax.evaluate` then scores
 generated images with it.
 """
-import sys
 import time
 
 import jax
@@ -19,19 +18,16 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from gigagan_jax.data import captioned_shapes as cs
+from gigagan_jax.data import pipeline
 from gigagan_jax.evaluate import probe as probe_lib
 
 
 def load_split(config: ml_collections.ConfigDict, split: str, limit: int = 0):
   """`split` (its first `limit` examples; 0 = all) in memory:
   (uint8 images [N, R, R, 3], {attribute: class index [N]})."""
-  b = cs.builder(config.resolution, config.num_examples, config.data_dir)
-  if not b.is_prepared():
-    print(f'captioned_shapes: building {config.resolution} px into {config.data_dir} ...',
-          file=sys.stderr, flush=True)
-    b.download_and_prepare()
-  source = b.as_data_source(split)
+  source = pipeline.open_builder(ml_collections.ConfigDict(dict(
+      builder='captioned_shapes', data_dir=config.data_dir, resolution=config.resolution,
+      num_examples=config.num_examples))).as_data_source(split)
   records = source.__getitems__(range(min(limit or len(source), len(source))))
   images = np.stack([r['image'] for r in records])
   return images, probe_lib.to_targets({k: [r[k] for r in records] for k in probe_lib.ATTRIBUTES})
