@@ -63,8 +63,8 @@ def checkpoint_steps(workdir: str) -> list[int]:
   return sorted(steps)
 
 
-def load_run(workdir: str, step: int | None = None):
-  """(config, step, G_ema params) of checkpoint `step` (default: latest), on one device."""
+def run_config(workdir: str, step: int | None = None):
+  """(validated config, step) of checkpoint `step` (default: latest), for one device."""
   steps = checkpoint_steps(workdir)
   step = steps[-1] if step is None else step
   if step not in steps:
@@ -72,12 +72,21 @@ def load_run(workdir: str, step: int | None = None):
   ckpt = _checkpointer(workdir)
   try:
     config = ml_collections.ConfigDict(ckpt.saved_config(step))
-    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
-    config = validate(config)
-    mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
-    backbone = make_backbone(config.text)
-    parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size,
-                            backbone.dim if backbone is not None else 0)
+  finally:
+    ckpt.close()
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+  return validate(config), step
+
+
+def load_run(workdir: str, step: int | None = None):
+  """(config, step, G_ema params) of checkpoint `step` (default: latest), on one device."""
+  config, step = run_config(workdir, step)
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+  backbone = make_backbone(config.text)
+  parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size,
+                          backbone.dim if backbone is not None else 0)
+  ckpt = _checkpointer(workdir)
+  try:
     return config, step, ckpt.restore(step, parts.abstract)['ema']
   finally:
     ckpt.close()
@@ -113,7 +122,8 @@ class Sampler:
     self._synth = lambda *a: synth(self.params, *a)
 
   def set_params(self, params):
-    """Samples from G_ema params `params` from now on (on every mesh device)."""
+    """Samples from G_ema params `params` from now on (on every mesh device); None (also
+    accepted by the constructor) leaves the sampler unusable until params are set."""
     self.params = params if self.mesh is None else jax.device_put(
         params, parallel.replicated(self.mesh))
 

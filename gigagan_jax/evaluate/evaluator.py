@@ -26,7 +26,7 @@ from gigagan_jax.data import pipeline
 from gigagan_jax.evaluate import fid as fid_lib
 from gigagan_jax.evaluate import inception, preprocess
 from gigagan_jax.evaluate import probe as probe_lib
-from gigagan_jax.sample import Sampler, load_run
+from gigagan_jax.sample import Sampler, load_run, run_config
 from gigagan_jax.text.tokenizer import make_tokenizer
 
 METRICS = ('attribute_accuracy', 'probe_fd', 'fid', 'kid', 'clip_score')
@@ -96,10 +96,11 @@ class Evaluator:
 
   def __init__(self, workdir: str, ev: ml_collections.ConfigDict, log=print):
     self.workdir, self.ev, self.log = workdir, ev, log
-    self.run_config, step, params = load_run(workdir)
+    self.run_config, _ = run_config(workdir)
     check_eval_config(ev, self.run_config)
     self.mesh = jax.make_mesh((jax.device_count(), 1, 1), parallel.MESH_AXES)
-    self.sampler = Sampler(self.run_config, params, psi=ev.psi, batch_size=ev.batch_size,
+    # Params come with each evaluated checkpoint (generate).
+    self.sampler = Sampler(self.run_config, None, psi=ev.psi, batch_size=ev.batch_size,
                            seed=ev.seed, mesh=self.mesh)
     self.real_images, captions = real_examples(self.run_config, ev)
     reps = -(-ev.num_samples // len(captions))
