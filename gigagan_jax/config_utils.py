@@ -57,9 +57,14 @@ def num_scales(resolution: int) -> int:
   return int(math.log2(resolution)) - 1
 
 
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks field combinations; returns the config for chaining."""
-  g, d = config.generator, config.discriminator
+def _check_dtypes(block, name: str):
+  for field in ('dtype', 'param_dtype'):
+    _require(block[field] in ('float32', 'bfloat16', 'float16'), f'{name}.{field}',
+             f"must be 'float32', 'bfloat16' or 'float16', got {block[field]!r}")
+
+
+def _validate_generator(g, data) -> int:
+  """The text-to-image generator block; returns its resolution."""
   r = g.resolution
   _require(r >= 8 and r & (r - 1) == 0, 'generator.resolution',
            f'must be a power of two >= 8, got {r}')
@@ -70,27 +75,75 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _require(all(k >= 1 for k in g.kernel_bank), 'generator.kernel_bank', 'entries must be >= 1')
   _require(1 <= g.pyramid_levels <= n, 'generator.pyramid_levels',
            f'must be in 1..{n} for resolution {r}, got {g.pyramid_levels}')
-  _require(config.data.resolution == r, 'data.resolution',
-           f'{config.data.resolution} differs from generator.resolution {r}')
+  _require(data.resolution == r, 'data.resolution',
+           f'{data.resolution} differs from generator.resolution {r}')
+  scales = {4 * 2**i for i in range(n)}
+  for field in ('self_attn_resolutions', 'cross_attn_resolutions'):
+    bad = set(g[field]) - scales
+    _require(not bad, f'generator.{field}', f'{sorted(bad)} not among the scales {sorted(scales)}')
+  _check_dtypes(g, 'generator')
+  for ch in g.channels:
+    _require(ch % g.attn_heads == 0, 'generator.attn_heads',
+             f'{g.attn_heads} heads must divide every channel width, not {ch}')
+  return r
+
+
+def _validate_sr(config) -> int:
+  """The super-resolution blocks (upsampler, data.degradation, SR losses); returns
+  the HR crop side, D's resolution."""
+  from gigagan_jax.models import baselines, upsampler  # models import this module
+  u, deg, loss = config.upsampler, config.data.degradation, config.loss
+  try:
+    (upsampler.check_config if u.kind == 'gigagan' else baselines.validate_baseline)(u)
+  except ValueError as e:  # ConfigError is a ValueError
+    raise ConfigError(str(e) if str(e).startswith('config.') else f'config.{e}') from None
+  _require(deg.scale == u.scale, 'data.degradation.scale',
+           f'{deg.scale} differs from upsampler.scale {u.scale}')
+  r = deg.hr_size
+  _require(r >= 8 and r & (r - 1) == 0, 'data.degradation.hr_size',
+           f'the HR crop must be a power of two >= 8 (D runs on it), got {r}')
+  _require(r <= config.data.resolution, 'data.degradation.hr_size',
+           f'{r} is larger than the images (data.resolution {config.data.resolution})')
+  if u.kind == 'gigagan':
+    side = r // u.scale
+    _require(side % 2**u.num_down == 0, 'data.degradation.hr_size',
+             f'the LR side {side} must be a multiple of 2**upsampler.num_down = {2**u.num_down}')
+  for field in ('pixel_weight', 'lpips_weight', 'gan_weight'):
+    _require(loss[field] >= 0, f'loss.{field}', f'must be >= 0, got {loss[field]}')
+  _require(loss.pixel_weight + loss.lpips_weight + loss.gan_weight > 0 or u.kind == 'bicubic',
+           'loss.pixel_weight', 'every SR loss weight is 0: nothing would be trained')
+  # A missing loss.lpips_path is reported when the trainer loads it (sizing
+  # tools need no weights).
+  _require(1 <= config.discriminator.levels <= num_scales(r), 'discriminator.levels',
+           f'must be in 1..{num_scales(r)} for HR crops of {r} px, '
+           f'got {config.discriminator.levels}')
+  return r
+
+
+def _validate_discriminator(d, r: int):
+  n = num_scales(r)
   _require(len(d.channels) == n, 'discriminator.channels',
            f'needs one entry per stage input 4..{r} px ({n}), got {len(d.channels)}')
-  scales = {4 * 2**i for i in range(n)}
-  for field, res in (('generator.self_attn_resolutions', g.self_attn_resolutions),
-                     ('generator.cross_attn_resolutions', g.cross_attn_resolutions),
-                     ('discriminator.self_attn_resolutions', d.self_attn_resolutions)):
-    bad = set(res) - scales
-    _require(not bad, field, f'{sorted(bad)} not among the scales {sorted(scales)}')
-  for field, dtype in (('generator.dtype', g.dtype), ('discriminator.dtype', d.dtype),
-                       ('generator.param_dtype', g.param_dtype),
-                       ('discriminator.param_dtype', d.param_dtype)):
-    _require(dtype in ('float32', 'bfloat16', 'float16'), field,
-             f"must be 'float32', 'bfloat16' or 'float16', got {dtype!r}")
-  for ch, heads, field in ([(c, g.attn_heads, 'generator') for c in g.channels] +
-                           [(c, d.attn_heads, 'discriminator') for c in d.channels]):
-    _require(ch % heads == 0, f'{field}.attn_heads',
-             f'{heads} heads must divide every channel width, not {ch}')
+  bad = set(d.self_attn_resolutions) - {4 * 2**i for i in range(n)}
+  _require(not bad, 'discriminator.self_attn_resolutions',
+           f'{sorted(bad)} not among the scales {sorted(4 * 2**i for i in range(n))}')
+  _check_dtypes(d, 'discriminator')
+  for ch in d.channels:
+    _require(ch % d.attn_heads == 0, 'discriminator.attn_heads',
+             f'{d.attn_heads} heads must divide every channel width, not {ch}')
   _require(d.get('exits', 'all') in ('all', 'last'), 'discriminator.exits',
            f"must be 'all' or 'last', got {d.get('exits')!r}")
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks field combinations; returns the config for chaining."""
+  task = config.get('task', 't2i')
+  _require(task in ('t2i', 'sr'), 'task', f"must be 't2i' or 'sr', got {task!r}")
+  if task == 'sr':
+    r = _validate_sr(config)
+  else:
+    r = _validate_generator(config.generator, config.data)
+  _validate_discriminator(config.discriminator, r)
   t = config.text
   _require(t.tokenizer in ('byte', 'clip', 'minilm'), 'text.tokenizer',
            f"must be 'byte', 'clip' or 'minilm', got {t.tokenizer!r}")

@@ -80,3 +80,15 @@ def test_kernels_are_normalized_and_shaped():
   assert aniso[5, :].sum() > 2 * aniso[:, 5].sum()  # wide along x, narrow along y
   sinc = degrade.sinc_kernel(21, np.pi / 4)
   assert abs(sinc.sum() - 1) < 1e-9 and sinc.min() < 0  # ringing lobes
+
+
+def test_bicubic_mode_is_one_bicubic_downsample(image):
+  """The classical SR setting: exactly PIL's bicubic downscale, noise only when asked."""
+  lr, hr = degrade.make_pair(image, _cfg(mode='bicubic', output_dtype='float32'), seed=0)
+  clean = np.round(degrade.resize(hr, 16, 16, 'bicubic').clip(0, 1) * 255) / 255
+  np.testing.assert_allclose(lr, clean, atol=1e-6)
+  noisy, _ = degrade.make_pair(image, _cfg(mode='bicubic', output_dtype='float32',
+                                           bicubic_noise=(5.0, 5.0)), seed=0)
+  assert 2.0 / 255 < np.std(noisy - clean) < 8.0 / 255
+  with pytest.raises(ValueError, match='degradation.mode'):
+    degrade.make_pair(image, _cfg(mode='jpeg'), seed=0)

@@ -64,8 +64,15 @@ def degradation_config() -> ml_collections.ConfigDict:
     final_jpeg_range: JPEG quality of the final step.
     resize_modes: interpolation modes drawn uniformly at every resize.
     output_dtype: 'uint8' (0..255) or 'float32' (0..1) for both lr and hr.
+    mode: 'realesrgan' (the pipeline above) or 'bicubic': the classical SR
+      setting, one bicubic downsample of the HR crop (+ Gaussian noise of std
+      `bicubic_noise`, the paper's input augmentation); PSNR/SSIM tables of
+      SR papers are measured this way.
+    bicubic_noise: (low, high) Gaussian noise std in 0..255 units ('bicubic' mode).
   """
   c = ml_collections.ConfigDict()
+  c.mode = 'realesrgan'
+  c.bicubic_noise = (0.0, 0.0)
   c.scale = 4
   c.hr_size = 256
   c.kernel_range = (7, 21)
@@ -220,6 +227,14 @@ def degrade(hr: np.ndarray, cfg: ml_collections.ConfigDict,
     raise ValueError(f'HR size {h}x{w} is not divisible by degradation scale {cfg.scale}')
   th, tw = h // cfg.scale, w // cfg.scale
   x = hr.astype(np.float32) / 255.0 if hr.dtype == np.uint8 else hr.astype(np.float32)
+  mode = cfg.get('mode', 'realesrgan')
+  if mode == 'bicubic':
+    x = resize(x, th, tw, 'bicubic')
+    std = rng.uniform(*cfg.bicubic_noise) / 255.0
+    x = x + rng.normal(0.0, std, x.shape) if std > 0 else x
+    return (np.clip(np.round(x * 255.0), 0, 255) / 255.0).astype(np.float32)
+  if mode != 'realesrgan':
+    raise ValueError(f"degradation.mode must be 'realesrgan' or 'bicubic', got {mode!r}")
   modes = tuple(cfg.resize_modes)
 
   # First order, sizes relative to the HR image.

@@ -15,7 +15,7 @@ import jax
 from jax.experimental import multihost_utils
 
 from gigagan_jax import parallel
-from gigagan_jax.config_utils import validate
+from gigagan_jax.config_utils import ConfigError, validate
 from gigagan_jax.data.pipeline import ensure_dataset, make_dataset
 from gigagan_jax.text.backbone import make_backbone
 from gigagan_jax.text.tokenizer import make_tokenizer
@@ -23,11 +23,30 @@ from gigagan_jax.train import samples as samples_lib
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.checkpoint import Checkpointer
 from gigagan_jax.train.writers import NullWriter, TensorBoardWriter
-from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
+from gigagan_jax.evaluate import lpips
+from gigagan_jax.models.build import z_dim
+from gigagan_jax.train.sr_step import make_sr_train_step
+from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step
+
+
+# Metrics on the progress line: (label, metric, decimals); absent ones are left out.
+_LOG_FIELDS = (('d', 'd_loss', 3), ('g', 'g_loss', 3), ('pixel', 'pixel', 4),
+               ('lpips', 'lpips', 4), ('r1', 'r1', 4), ('acc', 'd_acc', 2))
 
 
 class NonFiniteError(RuntimeError):
   """Training kept producing non-finite losses and there is nothing to restore."""
+
+
+def _lpips_params(loss_cfg) -> dict:
+  """LPIPS-VGG params for the SR perceptual loss, from the npz at loss.lpips_path."""
+  path = loss_cfg.lpips_path
+  if not path or not os.path.isfile(path):
+    raise ConfigError(
+        f'config.loss.lpips_path={path!r} is not a file; the LPIPS loss needs converted '
+        'VGG16 + linear-head weights (python -m gigagan_jax.evaluate.lpips LIN.pth VGG16.pth '
+        'OUT.npz), or set config.loss.lpips_weight=0')
+  return lpips.load_params_npz(path)
 
 
 def _say(msg: str):
@@ -98,8 +117,16 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
 
   # ------------------------------------------------------- models, shardings
   parts = state_lib.build(config, mesh, tokenizer.vocab_size, feature_dim)
-  step_fn = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config,
-                                           backbone), parts.shardings, mesh)
+  sr = config.task == 'sr'
+  ndims = batch_ndims(config)
+  if sr:  # frozen params of the SR step: text backbone and LPIPS-VGG
+    frozen = {'backbone': backbone_params,
+              'lpips': _lpips_params(config.loss) if config.loss.lpips_weight > 0 else {}}
+    step_fn = make_sr_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone)
+  else:
+    frozen = backbone_params
+    step_fn = make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone)
+  step_fn = jit_train_step(step_fn, parts.shardings, mesh, ndims)
 
   # ------------------------------------------------------------------ input
   if make_iterator is not None:
@@ -111,7 +138,8 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
       if jax.process_index() == 0:
         ensure_dataset(config.data)
       multihost_utils.sync_global_devices('gigagan_jax: dataset prepared')
-    data_iter = make_dataset(config.data, tokenize=tokenizer, seed=config.seed)
+    data_iter = make_dataset(config.data, tokenize=tokenizer, seed=config.seed,
+                             degradation=config.data.degradation if sr else None)
 
   # ------------------------------------------------------ checkpoint / resume
   ckpt = Checkpointer(workdir, tcfg)
@@ -131,19 +159,32 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   samples_dir = os.path.join(workdir, 'samples')
 
-  def sample_fn(ema, z, text):
-    if backbone is not None:
-      text = dict(text, features=backbone.apply(backbone_params, text['tokens'], text['eot']))
-    return parts.g.apply({'params': ema}, z, text)
+  def with_features(text):
+    if backbone is None:
+      return text
+    return dict(text, features=backbone.apply(backbone_params, text['tokens'], text['eot']))
 
-  sample_grid = samples_lib.SampleGrid(jax.jit(sample_fn), tcfg.sample_prompts, tokenizer,
-                                       config.generator.z_dim, tcfg.num_sample_seeds, config.seed)
+  if sr:
+    # Fixed inputs: the first examples of the data in stored order, the same
+    # on every process.
+    first = next(make_dataset(config.data, tokenize=tokenizer, seed=config.seed, shuffle=False,
+                              process_index=0, process_count=1,
+                              degradation=config.data.degradation))
+    sample_grid = samples_lib.SRSampleGrid(
+        jax.jit(lambda ema, lr, text, z: parts.g.apply({'params': ema}, lr, with_features(text), z)),
+        first, tcfg.num_sample_seeds, z_dim(config), config.seed)
+    resolution = config.data.degradation.hr_size
+  else:
+    sample_grid = samples_lib.SampleGrid(
+        jax.jit(lambda ema, z, text: parts.g.apply({'params': ema}, z, with_features(text))),
+        tcfg.sample_prompts, tokenizer, z_dim(config), tcfg.num_sample_seeds, config.seed)
+    resolution = config.generator.resolution
 
   def write_samples(step: int):
     image = sample_grid.render(state['ema'])
     if jax.process_index() == 0:
       path = os.path.join(samples_dir, f'step_{step:07d}.png')
-      samples_lib.save_png(image, path, upscale=max(1, 128 // config.generator.resolution))
+      samples_lib.save_png(image, path, upscale=max(1, 128 // resolution))
       writer.write_images(step, {'samples': image})
       return path
 
@@ -160,8 +201,8 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   try:
     while step < tcfg.steps:
       batch = next(data_iter)
-      batch = parallel.global_batch({k: batch[k] for k in BATCH_NDIMS}, mesh)
-      state, metrics = step_fn(state, batch, backbone_params)
+      batch = parallel.global_batch({k: batch[k] for k in ndims}, mesh)
+      state, metrics = step_fn(state, batch, frozen)
       step += 1
 
       # Non-finite guard, one step behind so the host never waits on the device.
@@ -194,10 +235,10 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
         if jax.process_index() == 0:
           with open(metrics_path, 'a') as f:
             f.write(json.dumps({'step': step, 'img_per_sec': rate, **last_metrics}) + '\n')
-        _say(f'step {step}/{tcfg.steps} | {rate:.1f} img/s | d {last_metrics["d_loss"]:.3f} '
-             f'g {last_metrics["g_loss"]:.3f} r1 {last_metrics["r1"]:.4f} '
-             f'acc {last_metrics["d_acc"]:.2f} skips {last_metrics["total_skips"]} | '
-             f'eta {_fmt_time(eta)}')
+        losses = ' '.join(f'{name} {last_metrics[key]:.{digits}f}' for name, key, digits in
+                          _LOG_FIELDS if key in last_metrics)
+        _say(f'step {step}/{tcfg.steps} | {rate:.1f} img/s | {losses} '
+             f'skips {last_metrics["total_skips"]} | eta {_fmt_time(eta)}')
       if step % tcfg.sample_every == 0:
         write_samples(step)
       if step % tcfg.ckpt_every == 0:

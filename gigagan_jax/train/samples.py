@@ -5,6 +5,8 @@ import jax
 import numpy as np
 from PIL import Image
 
+from gigagan_jax.models.baselines import bicubic_upsample
+
 
 def to_uint8(images) -> np.ndarray:
   """[-1, 1] float [B, H, W, 3] -> uint8 [B, H, W, 3]."""
@@ -49,3 +51,27 @@ class SampleGrid:
 
   def render(self, ema_params) -> np.ndarray:
     return grid(to_uint8(self.sample_fn(ema_params, self.z, self.text)[0]), self.rows)
+
+
+class SRSampleGrid:
+  """An upsampler's G_ema on fixed low-res inputs: one row per example,
+  (bicubic | G_ema | ground truth).
+
+  Args:
+    sample_fn: (ema_params, lr [N,h,h,3] in [-1,1], text, z [N, Dz]) -> [N,H,H,3] (jitted).
+    batch: a data batch with 'lr', 'image' (uint8), 'tokens', 'eot'; its first
+      `count` examples are shown.
+  """
+
+  def __init__(self, sample_fn, batch, count: int, z_dim: int, seed: int = 0):
+    self.lr = np.asarray(batch['lr'][:count], np.float32) / 127.5 - 1.0
+    self.hr = np.asarray(batch['image'][:count])
+    self.text = {k: np.asarray(batch[k][:count]) for k in ('tokens', 'eot')}
+    self.z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (len(self.lr), z_dim)))
+    self.sample_fn = sample_fn
+
+  def render(self, ema_params) -> np.ndarray:
+    out = to_uint8(self.sample_fn(ema_params, self.lr, self.text, self.z))
+    bicubic = to_uint8(bicubic_upsample(self.lr, out.shape[1] // self.lr.shape[1]))
+    rows = np.stack([bicubic, out, self.hr], axis=1).reshape((-1,) + out.shape[1:])
+    return grid(rows, len(self.lr))

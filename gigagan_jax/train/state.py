@@ -22,7 +22,7 @@ import optax
 from flax import linen as nn
 
 from gigagan_jax import parallel
-from gigagan_jax.models.build import build_models, example_pyramid, example_text
+from gigagan_jax.models.build import build_models, example_g_inputs, example_pyramid, example_text
 
 
 def _is_attention(path) -> bool:
@@ -50,11 +50,10 @@ def make_optimizers(config):
 
 def init_params(g, d, config, key, feature_dim: int, batch: int = 2):
   """Boxed (logically partitioned) G and D params."""
-  text = example_text(config, batch, feature_dim)
-  z = jnp.zeros((batch, config.generator.z_dim))
   k_g, k_d = jax.random.split(key)
-  g_params = g.init(k_g, z, text)['params']
-  d_params = d.init(k_d, example_pyramid(config, batch), text)['params']
+  g_params = g.init(k_g, *example_g_inputs(config, batch, feature_dim))['params']
+  d_params = d.init(k_d, example_pyramid(config, batch),
+                    example_text(config, batch, feature_dim))['params']
   return g_params, d_params
 
 

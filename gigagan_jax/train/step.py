@@ -18,7 +18,11 @@ from gigagan_jax.parallel import batch_sharding, replicated
 
 def real_pyramid(images, levels: int):
   """uint8 [B,R,R,3] -> ([B,R,R,3], [B,R/2,R/2,3], ...) in [-1, 1] by 2x2 box averaging."""
-  x = images.astype(jnp.float32) / 127.5 - 1.0
+  return box_pyramid(images.astype(jnp.float32) / 127.5 - 1.0, levels)
+
+
+def box_pyramid(x, levels: int):
+  """float [B,R,R,C] -> ([B,R,R,C], [B,R/2,R/2,C], ...) by 2x2 box averaging."""
   out = [x]
   for _ in range(levels - 1):
     b, h, w, c = x.shape
@@ -33,6 +37,15 @@ def ema_beta(train_cfg, batch_size: int, step):
   if train_cfg.ema_rampup:
     half_life = jnp.minimum(half_life, (step + 1) * batch_size * train_cfg.ema_rampup)
   return 0.5 ** (batch_size / jnp.maximum(half_life, 1e-8))
+
+
+def text_features(backbone, batch, backbone_params) -> dict:
+  """The text inputs of G and D: tokens, eot and (frozen, no gradient) backbone features."""
+  text = {'tokens': batch['tokens'], 'eot': batch['eot']}
+  if backbone is not None:
+    text['features'] = jax.lax.stop_gradient(
+        backbone.apply(backbone_params, batch['tokens'], batch['eot']))
+  return text
 
 
 def _all_finite(*trees) -> jax.Array:
@@ -52,13 +65,6 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
   kind = loss_cfg.gan
   z_dim = config.generator.z_dim
   inject_nan = tuple(config.train.get('inject_nan_steps', ()))
-
-  def text_inputs(batch, backbone_params):
-    text = {'tokens': batch['tokens'], 'eot': batch['eot']}
-    if backbone is not None:
-      text['features'] = jax.lax.stop_gradient(
-          backbone.apply(backbone_params, batch['tokens'], batch['eot']))
-    return text
 
   def generate(g_params, z, text):
     return g.apply({'params': g_params}, z, text)
@@ -98,7 +104,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
     k_dz, k_gz, k_gp = jax.random.split(jax.random.fold_in(state['key'], step), 3)
     real = real_pyramid(batch['image'], levels)
     batch_size = real[0].shape[0]
-    text = text_inputs(batch, backbone_params)
+    text = text_features(backbone, batch, backbone_params)
     wrong = jax.tree.map(lambda x: jnp.roll(x, 1, axis=0), text)  # other captions of the batch
 
     # ---- D update
@@ -148,13 +154,18 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
 BATCH_NDIMS = {'image': 4, 'tokens': 2, 'eot': 1}
 
 
-def jit_train_step(step_fn, state_shardings, mesh):
+def batch_ndims(config) -> dict:
+  """BATCH_NDIMS of config.task ('sr' adds the low-res input 'lr')."""
+  return dict(BATCH_NDIMS, lr=4) if config.task == 'sr' else BATCH_NDIMS
+
+
+def jit_train_step(step_fn, state_shardings, mesh, ndims=BATCH_NDIMS):
   """jit with explicit shardings; the state buffer is donated (updated in place).
 
-  The batch is sharded over ('data', 'fsdp'); the frozen backbone's params
-  are replicated.
+  The batch (entries and ranks `ndims`) is sharded over ('data', 'fsdp'); the
+  frozen params (text backbone, LPIPS) are replicated.
   """
-  batch_sh = {k: batch_sharding(mesh, n) for k, n in BATCH_NDIMS.items()}
+  batch_sh = {k: batch_sharding(mesh, n) for k, n in ndims.items()}
   return jax.jit(step_fn,
                  in_shardings=(state_shardings, batch_sh, replicated(mesh)),
                  out_shardings=(state_shardings, replicated(mesh)),

@@ -1,0 +1,33 @@
+"""Tiny text-conditioned GigaGAN upsampler, 4x (16 -> 64 px), for CPU.
+
+  python -m gigagan_jax.train --config=configs/up_tiny.py --workdir=runs/up_tiny
+
+Trains on the embedded captioned_shapes data at 64 px (bicubic 4x LR inputs)
+with L1 + GAN + matching-aware losses; a 0.74M-parameter upsampler. LPIPS is
+off because it needs VGG16 weights (set loss.lpips_weight and loss.lpips_path).
+"""
+from configs import sr_base
+from configs import up_base
+
+
+def get_config(arg=None):
+  del arg
+  c = sr_base.get_sr_config(up_base.tiny_upsampler(scale=4), hr_size=64)
+  c.text.max_len = 24
+  c.data.num_examples = 2048
+  c.data.batch_size = 8
+  d = c.discriminator
+  d.channels = (64, 64, 32, 32, 16)  # stage inputs 4..64 px
+  d.attn_heads = 2
+  d.head_layers = 2
+  d.text_dim = 64
+  d.text_encoder = sr_base.base.text_encoder_config(dim=64, layers=1, heads=2)
+  d.mbstd_group = 0
+  c.loss.gan_weight = 0.05           # small: PSNR first, sharpness second
+  c.optim.g_lr = 0.002
+  c.optim.d_lr = 0.002
+  c.train.steps = 300
+  c.train.log_every = 10
+  c.train.sample_every = 100
+  c.train.ckpt_every = 100
+  return c

@@ -1,0 +1,122 @@
+"""One super-resolution training step (config.task = 'sr'), as a pure function.
+
+  train_step(state, batch, frozen) -> (state, metrics)
+
+batch: {'image': uint8 [B, S, S, 3] HR crops, 'lr': uint8 [B, S/s, S/s, 3],
+'tokens' int32 [B, L], 'eot' int32 [B]}; frozen: {'backbone': text backbone
+params, 'lpips': LPIPS-VGG params} (either may be {} when unused).
+
+G is the upsampler (GigaGAN's or a baseline): fake = G(lr, text, z). Its loss
+  pixel_weight * |fake - hr|_1 + lpips_weight * LPIPS(fake, hr)
+  + gan_weight * (adversarial + matching-aware terms against D)
+(paper section 4: the GAN objective plus LPIPS with weight 10). D is the
+MS-I/O discriminator on the HR pyramid, conditioned on the text and on the
+low-res input, which joins every pyramid level as 3 extra channels: D judges
+"is this a real HR image *of this LR image*", so G cannot drift from its input.
+With gan_weight = 0 (SRCNN, SwinIR: pixel losses only) D is not run and its
+parameters stay as initialised.
+
+Randomness, skipping of non-finite steps and the EMA are as in step.py.
+"""
+import jax
+import jax.numpy as jnp
+import optax
+
+from gigagan_jax import losses
+from gigagan_jax.evaluate.lpips import lpips_loss
+from gigagan_jax.train.step import _all_finite, _apply_updates, box_pyramid, ema_beta, text_features
+
+
+def with_low_res(pyramid, lr):
+  """Appends the low-res input, resized to each level, as channels 3..5.
+
+  pyramid: tuple of [B, r, r, 3] in [-1, 1]; lr: [B, h, h, 3] -> tuple of [B, r, r, 6].
+  """
+  out = []
+  for x in pyramid:
+    up = jax.image.resize(lr, x.shape[:3] + (3,), 'linear')
+    out.append(jnp.concatenate([x, up.astype(x.dtype)], axis=-1))
+  return tuple(out)
+
+
+def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None):
+  """Builds the (un-jitted) SR step for these models and config."""
+  loss_cfg, levels = config.loss, config.discriminator.levels
+  kind = loss_cfg.gan
+  z_dim = config.upsampler.get('z_dim', 1)
+  use_gan = loss_cfg.gan_weight > 0
+
+  def d_input(hr, lr):
+    return with_low_res(box_pyramid(hr, levels), lr)
+
+  def d_loss_fn(d_params, fake, real, lr, text, wrong, do_r1):
+    d_fn = lambda pyr, t=text: d.apply({'params': d_params}, pyr, t)
+    real_in = d_input(real, lr)
+    real_logits, real_wrong = d.apply({'params': d_params}, real_in, text, wrong)
+    fake_logits = d_fn(d_input(fake, lr))
+    loss = losses.discriminator_loss(
+        kind, real_logits, fake_logits,
+        real_wrong if loss_cfg.matching_aware else None, loss_cfg.matching_weight)
+    # R1 on the whole D input; the LR channels are the same for real and fake.
+    r1 = jnp.where(do_r1, losses.r1_penalty(d_fn, real_in), 0.0)
+    loss = loss + r1 * (loss_cfg.r1_gamma / 2 * loss_cfg.r1_interval)
+    return loss, {'d_loss': loss, 'r1': r1, 'd_acc': losses.d_accuracy(real_logits, fake_logits)}
+
+  def g_loss_fn(g_params, d_params, lr, hr, z, text, wrong, lpips_params):
+    fake = g.apply({'params': g_params}, lr, text, z)
+    pixel = jnp.mean(jnp.abs(fake - hr))
+    loss, metrics = loss_cfg.pixel_weight * pixel, {'pixel': pixel}
+    if loss_cfg.lpips_weight > 0:
+      perceptual = lpips_loss(lpips_params, fake, hr)
+      loss, metrics['lpips'] = loss + loss_cfg.lpips_weight * perceptual, perceptual
+    if use_gan:
+      fake_logits, fake_wrong = d.apply({'params': d_params}, d_input(fake, lr), text, wrong)
+      adv = losses.generator_loss(kind, fake_logits,
+                                  fake_wrong if loss_cfg.matching_aware else None,
+                                  loss_cfg.matching_weight)
+      loss, metrics['g_adv'] = loss + loss_cfg.gan_weight * adv, adv
+    return loss, dict(metrics, g_loss=loss)
+
+  def train_step(state, batch, frozen):
+    step = state['step']
+    k_dz, k_gz = jax.random.split(jax.random.fold_in(state['key'], step))
+    hr = batch['image'].astype(jnp.float32) / 127.5 - 1.0
+    lr = batch['lr'].astype(jnp.float32) / 127.5 - 1.0
+    b = hr.shape[0]
+    text = text_features(backbone, batch, frozen.get('backbone'))
+    wrong = jax.tree.map(lambda x: jnp.roll(x, 1, axis=0), text)
+
+    d_params, d_opt = state['d'], state['d_opt']
+    d_metrics, d_grads = {'d_loss': 0.0, 'r1': 0.0, 'd_acc': 0.0}, ()
+    if use_gan:
+      fake = jax.lax.stop_gradient(
+          g.apply({'params': state['g']}, lr, text, jax.random.normal(k_dz, (b, z_dim))))
+      do_r1 = (loss_cfg.r1_gamma > 0) & (step % loss_cfg.r1_interval == 0)
+      (_, d_metrics), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+          d_params, fake, hr, lr, text, wrong, do_r1)
+      d_params, d_opt = _apply_updates(d_tx, d_grads, d_opt, d_params)
+
+    (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+        state['g'], d_params, lr, hr, jax.random.normal(k_gz, (b, z_dim)), text, wrong,
+        frozen.get('lpips'))
+    g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'])
+
+    finite = _all_finite(d_metrics['d_loss'], g_loss, d_grads, g_grads)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    beta = ema_beta(config.train, b, step)
+    ema = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, state['ema'], g_params)
+    new_state = {
+        'step': step + 1, 'key': state['key'],
+        'g': keep(g_params, state['g']), 'd': keep(d_params, state['d']),
+        'ema': keep(ema, state['ema']),
+        'g_opt': keep(g_opt, state['g_opt']), 'd_opt': keep(d_opt, state['d_opt']),
+        'skips': jnp.where(finite, 0, state['skips'] + 1),
+        'total_skips': state['total_skips'] + (~finite).astype(jnp.int32),
+    }
+    metrics = {**d_metrics, **g_metrics, 'skipped': ~finite,
+               'consecutive_skips': new_state['skips'],
+               'g_grad_norm': optax.tree.norm(g_grads), 'ema_beta': beta}
+    return new_state, metrics
+
+  return train_step
+
