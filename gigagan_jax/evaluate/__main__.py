@@ -10,24 +10,35 @@ TensorBoard scalars there (see gigagan_jax/evaluate/report.py). Generation
 and feature networks run data-parallel over every local device. Checkpoints
 already in metrics.json are skipped; --overwrite starts it afresh (and is
 needed when the evaluation settings changed).
+
+Super-resolution runs (config.task = 'sr'): `--task=sr`, with one or more
+--workdir (compared side by side against bicubic), see gigagan_jax/evaluate/sr.py:
+  python -m gigagan_jax.evaluate --task=sr --workdir=runs/up_tiny --workdir=runs/srcnn \
+      [--step=N] [--out=DIR] [--num_images=N] [--lpips_path=lpips_vgg.npz]
 """
 import json
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gigagan_jax.evaluate import report
+from gigagan_jax.evaluate import sr
 from gigagan_jax.evaluate.evaluator import Evaluator
 from gigagan_jax.sample import checkpoint_steps
 from gigagan_jax.train.writers import TensorBoardWriter
 
 config_flags.DEFINE_config_file('eval_config', 'configs/eval_shapes.py',
                                 'Evaluation config (metrics, sample count, weights).')
-flags.DEFINE_string('workdir', None, 'Training run directory (its checkpoints/).')
+flags.DEFINE_enum('task', 't2i', ['t2i', 'sr'], "t2i: text-to-image metrics (FID, CLIP score, "
+                  "...) of one run; sr: PSNR/SSIM/LPIPS of super-resolution runs vs bicubic.")
+flags.DEFINE_multi_string('workdir', None, 'Training run directory (its checkpoints/); '
+                          '--task=sr accepts several, compared in one table.')
 flags.DEFINE_integer('step', None, 'Checkpoint to evaluate; default: the latest.')
 flags.DEFINE_bool('all', False, 'Evaluate every checkpoint of the run.')
 flags.DEFINE_bool('overwrite', False, 'Start metrics.json afresh (e.g. after changing settings).')
+sr.define_flags(flags)
 flags.mark_flags_as_required(['workdir'])
 FLAGS = flags.FLAGS
 
@@ -37,15 +48,26 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
+  if FLAGS.task == 'sr':
+    if FLAGS.all:
+      raise app.UsageError('--task=sr evaluates one checkpoint per run (--step or the latest)')
+    try:
+      sr.main(FLAGS)
+    except (sr.IncompatibleRunsError, FileNotFoundError) as e:
+      sys.exit(f'evaluate: error: {e}')
+    return
+  if len(FLAGS.workdir) != 1:
+    raise app.UsageError('--task=t2i evaluates one --workdir at a time')
+  workdir = FLAGS.workdir[0]
   if FLAGS.all and FLAGS.step is not None:
     raise app.UsageError('give --step=N or --all, not both')
   ev = FLAGS.eval_config
-  available = checkpoint_steps(FLAGS.workdir)  # names a missing run
+  available = checkpoint_steps(workdir)  # names a missing run
   steps = available if FLAGS.all else [FLAGS.step if FLAGS.step is not None else available[-1]]
   missing = sorted(set(steps) - set(available))
   if missing:
-    raise app.UsageError(f'no checkpoint {missing} in {FLAGS.workdir}; there are {available}')
-  out_dir = os.path.join(FLAGS.workdir, 'eval', ev.name)
+    raise app.UsageError(f'no checkpoint {missing} in {workdir}; there are {available}')
+  out_dir = os.path.join(workdir, 'eval', ev.name)
   record = report.load_metrics(out_dir)
   settings = json.loads(json.dumps(ev.to_dict()))  # as metrics.json holds them (lists, not tuples)
   if record['steps'] and record.get('eval_config') != settings and not FLAGS.overwrite:
@@ -55,7 +77,7 @@ def main(argv):
   if FLAGS.overwrite:
     record = {'steps': {}}
   os.makedirs(out_dir, exist_ok=True)
-  evaluator = Evaluator(FLAGS.workdir, ev)  # names a missing weight file or probe
+  evaluator = Evaluator(workdir, ev)  # names a missing weight file or probe
   record.update(eval_config=settings, protocol=evaluator.protocol())
   writer = TensorBoardWriter(out_dir)
   for step in steps:
@@ -70,9 +92,9 @@ def main(argv):
     report.save_metrics(out_dir, record)  # after every step: an interruption keeps the rest
   writer.close()
   path = report.write_html(out_dir, record, evaluator.run_config.to_dict(),
-                           f'{FLAGS.workdir}: {ev.name} evaluation')
+                           f'{workdir}: {ev.name} evaluation')
   print(f'evaluate: {len(record["steps"])} checkpoint(s) in {out_dir}/metrics.json\n'
-        f'  report: {os.path.abspath(path)}\n  tensorboard --logdir {FLAGS.workdir}')
+        f'  report: {os.path.abspath(path)}\n  tensorboard --logdir {workdir}')
 
 
 if __name__ == '__main__':

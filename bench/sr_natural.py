@@ -1,0 +1,188 @@
+r"""4x super-resolution on natural images: GigaGAN's tiny upsampler and SRCNN vs bicubic.
+
+  python bench/sr_natural.py --root=runs/sr_natural --steps=3000      # the real run
+  python bench/sr_natural.py --root=/tmp/sr_smoke --steps=5            # smoke (minutes on CPU)
+
+Issue 7, acceptance 2: does the upsampler beat bicubic on held-out natural
+images? Stages (each prints the command it runs; re-running skips finished
+stages, --overwrite_data / a fresh --root starts over):
+
+  1. images   scikit-image's bundled sample images (no download) written to
+              ROOT/src as PNG + .txt caption sidecars: 14 for training
+              (rocket, hubble_deep_field, retina, immunohistochemistry,
+              brick, grass, gravel, colorwheel, camera, coins, moon, page,
+              text, logo), 3 held out (astronaut, coffee, chelsea).
+  2. data     `image_folder` prepared at --resolution (256) px in ROOT/data
+              with test_fraction 0.5. image_folder puts a file in 'test' when
+              crc32(its relative path) / 2**32 < test_fraction; the file
+              names here carry a numeric suffix chosen so that exactly the 3
+              held-out images hash into 'test' and the 14 others into
+              'train' (one data_dir, the stock builder, and the split is
+              checked after the build).
+  3. train    configs/up_tiny.py and configs/sr_baselines.py:srcnn, --steps
+              each, on random --hr_size (64) px HR crops with their bicubic
+              4x LR inputs (16 px), random flips on; one `python -m
+              gigagan_jax.train` per model (ROOT/up_tiny, ROOT/srcnn).
+  4. evaluate `python -m gigagan_jax.evaluate --task=sr` on both runs with
+              --eval_hr_size (0: the whole 256 px held-out images, 64 px LR
+              inputs, 4x): the PSNR/SSIM (Y, 4 px border) table vs bicubic,
+              written to ROOT/eval/sr_table.md, sr_metrics.json, sr_crops.png.
+
+Grayscale samples (camera, coins, moon, page, text) become 3 equal channels;
+page and text are smaller than 256 px and get upscaled (image_folder's
+report says so): blurry training targets, kept because 14 images is little.
+Extra training overrides for both models: --override=--config.optim.g_lr=...
+(repeatable).
+"""
+import os
+import subprocess
+import sys
+import zlib
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+TRAIN = {  # skimage.data function -> caption
+    'rocket': 'a rocket on a launch pad under a blue sky',
+    'hubble_deep_field': 'a deep field of distant galaxies in space',
+    'retina': 'a photo of the retina of a human eye',
+    'immunohistochemistry': 'a stained tissue sample under a microscope',
+    'brick': 'a gray brick wall texture',
+    'grass': 'a close-up texture of grass',
+    'gravel': 'a close-up texture of gravel',
+    'colorwheel': 'a color wheel',
+    'camera': 'a black and white photo of a cameraman with a tripod',
+    'coins': 'a black and white photo of old coins',
+    'moon': 'a black and white photo of the surface of the moon',
+    'page': 'a scanned page of printed text',
+    'text': 'a photo of handwritten and printed text on a sign',
+    'logo': 'the scikit-image logo',
+}
+HELD_OUT = {
+    'astronaut': 'a portrait photo of an astronaut in a space suit with a flag',
+    'coffee': 'a cup of coffee on a saucer',
+    'chelsea': 'a photo of a tabby cat',
+}
+TEST_FRACTION = 0.5
+MODELS = {'up_tiny': 'configs/up_tiny.py', 'srcnn': 'configs/sr_baselines.py:srcnn'}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('root', 'runs/sr_natural', 'Everything goes here: src/, data/, one run '
+                    'directory per model, eval/.')
+flags.DEFINE_integer('steps', 2000, 'Training steps of each model (5: a smoke run).')
+flags.DEFINE_integer('batch_size', 8, 'Training batch (at most 14: the training images).')
+flags.DEFINE_integer('resolution', 256, 'Stored image side (config.data.resolution).')
+flags.DEFINE_integer('hr_size', 64, 'Training HR crop side (config.data.degradation.hr_size); '
+                     'the LR input is hr_size / 4.')
+flags.DEFINE_integer('eval_hr_size', 0, 'HR side evaluated (evaluate --hr_size); 0 = the whole '
+                     'held-out image.')
+flags.DEFINE_list('models', list(MODELS), f'Models to train and compare, of {list(MODELS)}.')
+flags.DEFINE_multi_string('override', [], 'Extra --config.* flag for every training run.')
+flags.DEFINE_string('lpips_path', None, 'LPIPS-VGG npz for the evaluation (optional).')
+flags.DEFINE_bool('overwrite_data', False, 'Rewrite the images and rebuild the dataset.')
+flags.DEFINE_bool('skip_train', False, 'Only evaluate the existing runs.')
+
+
+def _in_test(rel: str) -> bool:
+  # gigagan_jax/data/image_folder.py's rule (crc32 of the relative path);
+  # the build below checks the resulting split sizes.
+  return zlib.crc32(rel.encode()) / 2**32 < TEST_FRACTION
+
+
+def file_name(name: str, held_out: bool) -> str:
+  """`name_K.png` with the smallest K whose hash puts it in the wanted split."""
+  k = 0
+  while _in_test(f'{name}_{k}.png') != held_out:
+    k += 1
+  return f'{name}_{k}.png'
+
+
+def sample_image(name: str) -> np.ndarray:
+  """uint8 [H, W, 3] of skimage.data.<name>() (gray -> 3 channels, alpha dropped on white)."""
+  from skimage import data  # pylint: disable=g-import-not-at-top
+  img = np.asarray(getattr(data, name)())
+  if img.ndim == 2:
+    img = np.repeat(img[..., None], 3, -1)
+  if img.shape[-1] == 4:  # logo: composite on white, as image_folder does
+    a = img[..., 3:].astype(np.float32) / 255
+    img = np.round(img[..., :3] * a + 255 * (1 - a)).astype(np.uint8)
+  return img.astype(np.uint8)
+
+
+def write_images(src: str) -> dict:
+  """Writes the PNGs and caption sidecars; returns {file: split}."""
+  os.makedirs(src, exist_ok=True)
+  split = {}
+  for captions, held in ((TRAIN, False), (HELD_OUT, True)):
+    for name, caption in captions.items():
+      f = file_name(name, held)
+      Image.fromarray(sample_image(name)).save(os.path.join(src, f))
+      with open(os.path.join(src, f[:-4] + '.txt'), 'w') as fh:
+        fh.write(caption + '\n')
+      split[f] = 'test' if held else 'train'
+  return split
+
+
+def prepare(root: str) -> str:
+  """Stages 1-2: the image_folder data in ROOT/data; returns the data_dir."""
+  from gigagan_jax.data import prepare as prep  # pylint: disable=g-import-not-at-top
+  src, data_dir = os.path.join(root, 'src'), os.path.join(root, 'data')
+  split = write_images(src)
+  _, report = prep.build_image_folder(src, data_dir, FLAGS.resolution,
+                                      test_fraction=TEST_FRACTION,
+                                      overwrite=FLAGS.overwrite_data, progress=False)
+  want = {'train': len(TRAIN), 'test': len(HELD_OUT)}
+  if report.written and report.written != want:
+    raise RuntimeError(f'split sizes {report.written}, expected {want}; files: {split}')
+  print(f'data: {want} images at {FLAGS.resolution} px in {data_dir}; held out: '
+        f'{sorted(f for f, s in split.items() if s == "test")}', flush=True)
+  return data_dir
+
+
+def _run(cmd: list):
+  print('$ ' + ' '.join(cmd), flush=True)
+  subprocess.run(cmd, cwd=REPO, check=True)
+
+
+def train(root: str, data_dir: str, model: str) -> str:
+  workdir = os.path.join(root, model)
+  steps = FLAGS.steps
+  _run([sys.executable, '-m', 'gigagan_jax.train', f'--config={MODELS[model]}',
+        f'--workdir={workdir}',
+        '--config.data.builder=image_folder', f'--config.data.data_dir={data_dir}',
+        f'--config.data.resolution={FLAGS.resolution}',
+        f'--config.data.degradation.hr_size={FLAGS.hr_size}',
+        f'--config.data.batch_size={FLAGS.batch_size}', '--config.data.random_flip=True',
+        f'--config.train.steps={steps}', f'--config.train.log_every={max(1, min(50, steps))}',
+        f'--config.train.sample_every={max(1, steps // 4)}',
+        f'--config.train.ckpt_every={max(1, steps // 4)}'] + list(FLAGS.override))
+  return workdir
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)  # TFDS logs every file it writes at INFO
+  unknown = set(FLAGS.models) - set(MODELS)
+  if unknown:
+    raise app.UsageError(f'--models: unknown {sorted(unknown)}; choose from {list(MODELS)}')
+  root = os.path.abspath(FLAGS.root)
+  data_dir = prepare(root)
+  workdirs = [os.path.join(root, m) if FLAGS.skip_train else train(root, data_dir, m)
+              for m in FLAGS.models]
+  cmd = [sys.executable, '-m', 'gigagan_jax.evaluate', '--task=sr',
+         *[f'--workdir={w}' for w in workdirs], f'--out={os.path.join(root, "eval")}',
+         f'--hr_size={FLAGS.eval_hr_size}', '--batch_size=1']
+  if FLAGS.lpips_path:
+    cmd.append(f'--lpips_path={FLAGS.lpips_path}')
+  _run(cmd)
+
+
+if __name__ == '__main__':
+  app.run(main)
