@@ -10,7 +10,8 @@ from flax import linen as nn
 
 from configs.up_base import paper_upsampler, tiny_upsampler, upsampler_config
 from gigagan_jax.config_utils import ConfigError
-from gigagan_jax.models.upsampler import Upsampler, bicubic_upsample, check_config
+from gigagan_jax.models.baselines import bicubic_upsample
+from gigagan_jax.models.upsampler import Upsampler, check_config
 from gigagan_jax.nn.fir import downsample2d
 from gigagan_jax.text.tokenizer import ByteTokenizer
 

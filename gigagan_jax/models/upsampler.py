@@ -41,12 +41,12 @@ Our choices, where the paper (as far as it could be read) is silent:
 """
 import math
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
 from gigagan_jax.config_utils import ConfigError
+from gigagan_jax.models.baselines.bicubic import bicubic_upsample
 from gigagan_jax.models.generator import MappingNetwork, SynthesisLayer
 from gigagan_jax.nn.equalized import EqualConv, lrelu
 from gigagan_jax.nn.fir import downsample2d, upsample2d
@@ -103,12 +103,6 @@ def check_config(cfg) -> None:
   for field in ('dtype', 'param_dtype'):
     require(cfg[field] in ('float32', 'bfloat16', 'float16'), field,
             f"must be 'float32', 'bfloat16' or 'float16', got {cfg[field]!r}")
-
-
-def bicubic_upsample(lr, scale: int):
-  """Bicubic (Keys, a = -0.5) upsampling, float32. [B, h, w, C] -> [B, h*s, w*s, C]."""
-  b, h, w, c = lr.shape
-  return jax.image.resize(lr.astype(jnp.float32), (b, h * scale, w * scale, c), 'bicubic')
 
 
 class DownBlock(nn.Module):
@@ -258,7 +252,7 @@ class Upsampler(nn.Module):
         rgb = y if rgb is None else upsample2d(rgb) + y
     out = rgb * self.residual_gain.astype(jnp.float32)
     if cfg.residual_base == 'bicubic':
-      out = out + bicubic_upsample(lr, cfg.scale)
+      out = out + bicubic_upsample(lr.astype(jnp.float32), cfg.scale)
     return out
 
   def __call__(self, lr, text, z):
