@@ -20,6 +20,10 @@ Everything lands in --out (default WORKDIR/samples_cli/MODE): one PNG per
 image, the grids, and settings.json naming for every file the checkpoint,
 prompts, seeds, psi, crossover and interpolation weight that made it.
 Truncation pulls w toward the mean w of each image's own caption.
+
+Chaining: --upsampler=SR_RUN also passes every image through a trained
+upsampler (configs/up_*.py), e.g. 64 -> 512 px, or twice with
+--upsample_times=2, and writes NNNN_xS.png next to NNNN.png.
 """
 import json
 import os
@@ -222,6 +226,12 @@ def define_flags():
   flags.DEFINE_integer('batch_size', 16, 'Images per generator call.')
   flags.DEFINE_integer('gif_ms', 120, 'GIF frame duration in milliseconds.')
   flags.DEFINE_string('out', None, 'Output directory; default WORKDIR/samples_cli/MODE.')
+  flags.DEFINE_string('upsampler', None, 'A super-resolution run (config.task=sr): every image '
+                      'is also upsampled by its EMA model, with the image\'s prompt and seed, '
+                      'and written next to it as NNNN_xS.png.')
+  flags.DEFINE_integer('upsampler_step', None, 'Checkpoint of --upsampler; default: the latest.')
+  flags.DEFINE_integer('upsample_times', 1, 'Passes of the upsampler (2: e.g. 64 -> 512 -> 4096).')
+  flags.DEFINE_integer('upsample_tile', 64, 'Low-res tile side of the upsampler passes.')
 
 
 FLAGS = flags.FLAGS
@@ -238,8 +248,13 @@ def read_prompts(prompts, prompts_file) -> list[str]:
 
 
 def run(workdir, *, prompts, seeds, mode='grid', step=None, prompt_b=None, mix_seeds=(100,),
-        psi=1.0, crossover=None, frames=8, batch_size=16, gif_ms=120, out=None) -> dict:
-  """Draws and writes the images of `mode`; returns the settings written to settings.json."""
+        psi=1.0, crossover=None, frames=8, batch_size=16, gif_ms=120, out=None,
+        upsampler=None, upsampler_step=None, upsample_times=1, upsample_tile=64) -> dict:
+  """Draws and writes the images of `mode`; returns the settings written to settings.json.
+
+  With `upsampler` (an SR run's workdir) every image also goes through that
+  run's EMA upsampler `upsample_times` times, tiled by `upsample_tile`.
+  """
   if mode in ('prompt_mix', 'interp_prompt') and not prompt_b:
     raise app.UsageError(f'--mode={mode} needs --prompt_b')
   config, step, params = load_run(workdir, step)
@@ -286,15 +301,30 @@ def run(workdir, *, prompts, seeds, mode='grid', step=None, prompt_b=None, mix_s
       frames_[0].save(os.path.join(out, f'interp_{i:03d}.gif'), save_all=True,
                       append_images=frames_[1:] + frames_[-2:0:-1], duration=gif_ms, loop=0)
 
+  sr_model = None
+  if upsampler:
+    from gigagan_jax import upsample  # it imports this module
+    sr_model = upsample.SRModel.from_run(upsampler, upsampler_step)
   for i, (img, rec) in enumerate(zip(imgs, records)):
     rec['file'] = f'{i:04d}.png'
     Image.fromarray(img).save(os.path.join(out, rec['file']))
+    if sr_model is not None:
+      # The upsampler sees the caption the image was drawn for (the start one
+      # of an interpolation) and a z from the same seed.
+      hr, _ = upsample.upsample_image(sr_model, img, prompt=rec['prompt'], seed=rec['seed'],
+                                      tile=upsample_tile, times=upsample_times)
+      rec['upsampled'] = f'{i:04d}_x{hr.shape[0] // img.shape[0]}.png'
+      Image.fromarray(hr).save(os.path.join(out, rec['upsampled']))
   upscale = max(1, 128 // imgs.shape[1])
   save_png(grid(rows.reshape((-1,) + rows.shape[2:]), rows.shape[0]),
            os.path.join(out, 'grid.png'), upscale=upscale)
   settings = {'workdir': os.path.abspath(workdir), 'step': step, 'mode': mode, 'psi': psi,
               'truncation_centre': 'mean w of each caption',
               'latent': 'jax.random.normal(PRNGKey(seed), (z_dim,))', 'images': records}
+  if sr_model is not None:
+    settings['upsampler'] = {'workdir': os.path.abspath(upsampler), 'step': sr_model.step,
+                             'kind': sr_model.kind, 'times': upsample_times,
+                             'tile': upsample_tile}
   with open(os.path.join(out, 'settings.json'), 'w') as f:
     json.dump(settings, f, indent=1)
   return settings
@@ -310,7 +340,8 @@ def main(argv):
                  seeds=FLAGS.seeds, mode=FLAGS.mode, step=FLAGS.step, prompt_b=FLAGS.prompt_b,
                  mix_seeds=FLAGS.mix_seeds, psi=FLAGS.psi, crossover=FLAGS.crossover,
                  frames=FLAGS.frames, batch_size=FLAGS.batch_size, gif_ms=FLAGS.gif_ms,
-                 out=FLAGS.out)
+                 out=FLAGS.out, upsampler=FLAGS.upsampler, upsampler_step=FLAGS.upsampler_step,
+                 upsample_times=FLAGS.upsample_times, upsample_tile=FLAGS.upsample_tile)
   out = FLAGS.out or os.path.join(FLAGS.workdir, 'samples_cli', FLAGS.mode)
   print(f'{len(settings["images"])} images of checkpoint {settings["step"]} in {out}/ '
         '(grid.png, settings.json)')
