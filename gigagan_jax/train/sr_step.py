@@ -87,7 +87,7 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None):
     wrong = jax.tree.map(lambda x: jnp.roll(x, 1, axis=0), text)
 
     d_params, d_opt = state['d'], state['d_opt']
-    d_metrics, d_grads = {'d_loss': 0.0, 'r1': 0.0, 'd_acc': 0.0}, ()
+    d_metrics, d_grads = {}, ()  # no D metrics without a GAN term
     if use_gan:
       fake = jax.lax.stop_gradient(
           g.apply({'params': state['g']}, lr, text, jax.random.normal(k_dz, (b, z_dim))))
@@ -101,7 +101,7 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None):
         frozen.get('lpips'))
     g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'])
 
-    finite = _all_finite(d_metrics['d_loss'], g_loss, d_grads, g_grads)
+    finite = _all_finite(d_metrics.get('d_loss', 0.0), g_loss, d_grads, g_grads)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     beta = ema_beta(config.train, b, step)
     ema = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, state['ema'], g_params)
