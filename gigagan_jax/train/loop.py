@@ -17,16 +17,16 @@ from jax.experimental import multihost_utils
 from gigagan_jax import parallel
 from gigagan_jax.config_utils import ConfigError, validate
 from gigagan_jax.data.pipeline import ensure_dataset, make_dataset
+from gigagan_jax.evaluate import lpips
+from gigagan_jax.models.build import z_dim
 from gigagan_jax.text.backbone import make_backbone
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import samples as samples_lib
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.checkpoint import Checkpointer
-from gigagan_jax.train.writers import NullWriter, TensorBoardWriter
-from gigagan_jax.evaluate import lpips
-from gigagan_jax.models.build import z_dim
 from gigagan_jax.train.sr_step import make_sr_train_step
 from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step
+from gigagan_jax.train.writers import NullWriter, TensorBoardWriter
 
 
 # Metrics on the progress line: (label, metric, decimals); absent ones are left out.
