@@ -49,6 +49,7 @@ from gigagan_jax.data.pipeline import make_dataset
 from gigagan_jax.evaluate import sr_metrics
 from gigagan_jax.models.baselines import bicubic_upsample
 from gigagan_jax.sample import run_config
+from gigagan_jax.train.checkpoint import diff_configs
 from gigagan_jax.train.samples import to_uint8
 from gigagan_jax.upsample import SRModel
 
@@ -81,16 +82,6 @@ def data_signature(config, hr_size: int | None = None) -> dict:
   return sig
 
 
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def check_compatible(configs: dict, hr_size: int | None = None) -> None:
   """Raises IncompatibleRunsError naming the runs and fields that differ.
 
@@ -98,11 +89,9 @@ def check_compatible(configs: dict, hr_size: int | None = None) -> None:
   """
   items = list(configs.items())
   ref_dir, ref = items[0]
-  ref_sig = _flatten(data_signature(ref, hr_size))
+  ref_sig = data_signature(ref, hr_size)
   for workdir, config in items[1:]:
-    sig = _flatten(data_signature(config, hr_size))
-    diffs = [f'{k}: {ref_sig.get(k)!r} vs {sig.get(k)!r}' for k in sorted(set(ref_sig) | set(sig))
-             if ref_sig.get(k) != sig.get(k)]
+    diffs = diff_configs(ref_sig, data_signature(config, hr_size), labels=('', ' vs '))
     if diffs:
       what = 'scale' if any(x.startswith('scale:') for x in diffs) else 'data'
       raise IncompatibleRunsError(

@@ -22,15 +22,17 @@ def config_to_dict(config) -> dict:
   return json.loads(config.to_json())
 
 
-def diff_configs(saved: dict, current: dict, prefix: str = '') -> list[str]:
-  """Dotted names of fields whose values differ (or exist on one side only)."""
+def diff_configs(saved: dict, current: dict, prefix: str = '',
+                 labels: tuple = ('saved ', ', now ')) -> list[str]:
+  """'dotted.name: <labels[0]>a<labels[1]>b' for every field whose values differ
+  (or exist on one side only)."""
   out = []
   for k in sorted(set(saved) | set(current)):
     a, b = saved.get(k, '<missing>'), current.get(k, '<missing>')
     if isinstance(a, dict) and isinstance(b, dict):
-      out += diff_configs(a, b, f'{prefix}{k}.')
+      out += diff_configs(a, b, f'{prefix}{k}.', labels)
     elif a != b:
-      out.append(f'{prefix}{k}: saved {a!r}, now {b!r}')
+      out.append(f'{prefix}{k}: {labels[0]}{a!r}{labels[1]}{b!r}')
   return out
 
 
