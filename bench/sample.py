@@ -40,7 +40,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -55,8 +54,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from bench import peaks
+from bench.timing import time_tiled, timed
 from bench import train_step as tsb
-from gigagan_jax import tiling
 from gigagan_jax.config_utils import validate
 from gigagan_jax.models.build import build_models, example_g_inputs, z_dim
 from gigagan_jax.upsample import input_multiple
@@ -118,18 +117,6 @@ class Model:
     return self.module.apply({'params': params}, lr, self.features(bb_params, text), z)
 
 
-def timed(fn, args, warmup: int, repeats: int) -> list[float]:
-  """ms per call of fn(*args) (waited for), after `warmup` calls (at least one: compile)."""
-  for _ in range(max(1, warmup)):
-    jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append((time.perf_counter() - t0) * 1000)
-  return times
-
-
 def record(case: str, batch: int, times_ms: list[float], **fields) -> dict:
   med = statistics.median(times_ms)
   return dict(bench='sample', case=case, batch=batch, ms_per_call_median=med,
@@ -175,16 +162,9 @@ def bench_tiled(up: Model, out_side: int, tile: int, overlap, tile_batch: int, r
   z = np.repeat(z, tile_batch, axis=0)
   apply = jax.jit(up.upsample)
   fn = lambda tiles: apply(up.params, up.bb_params, tiles, text, z)
-  jax.block_until_ready(fn(np.zeros((tile_batch, tile, tile, 3), np.float32)))  # compile
-  ov = tiling.default_overlap(tile) if overlap is None else overlap
-  n = len(tiling.tile_starts(max(side, tile), tile, ov))**2
   image = up.rng.uniform(-1, 1, (side, side, 3)).astype(np.float32)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = tiling.upsample_tiled(fn, image, scale=up.scale, tile=tile, overlap=ov, batch=tile_batch)
-    times.append((time.perf_counter() - t0) * 1000)
-    assert out.shape == (side * up.scale, side * up.scale, 3), out.shape
+  times, n, ov = time_tiled(fn, image, scale=up.scale, tile=tile, overlap=overlap,
+                            tile_batch=tile_batch, repeats=repeats)
   rec = record('tiled', 1, times, resolution_in=side, resolution_out=side * up.scale,
                params_up=up.num_params(), tile=tile, overlap=ov, tiles=n, tile_batch=tile_batch)
   rec['ms_per_tile'] = rec['ms_per_call_median'] / n

@@ -36,7 +36,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -49,8 +48,8 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench.timing import time_tiled, timed
 from configs import up_base
-from gigagan_jax import tiling
 from gigagan_jax.models.build import build_models, z_dim
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.upsample import input_multiple
@@ -154,37 +153,6 @@ def _record(case, model, name, side_in, batch, times_ms, dtype, **extra):
               device=f'{jax.devices()[0].platform}:{jax.devices()[0].device_kind}', **extra)
 
 
-def time_direct(model, side: int, batch: int, warmup: int, repeats: int) -> list[float]:
-  """ms per call of the model on [batch, side, side, 3], warm-up excluded."""
-  lr, text, z = model.inputs(batch, side)
-  for _ in range(max(1, warmup)):
-    jax.block_until_ready(model(lr, text, z))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(model(lr, text, z))
-    times.append((time.perf_counter() - t0) * 1000)
-  return times
-
-
-def time_tiled(model, side: int, tile: int, overlap, tile_batch: int, repeats: int):
-  """ms per whole tiled image of side `side` (warm-up on one tile batch), and the tile count."""
-  _, text, z = model.inputs(tile_batch, tile)
-  image = model.rng.uniform(-1, 1, (side, side, 3)).astype(np.float32)
-  fn = lambda tiles: model(tiles, text, z)
-  jax.block_until_ready(fn(np.zeros((tile_batch, tile, tile, 3), np.float32)))
-  ov = tiling.default_overlap(tile) if overlap is None else overlap
-  n = len(tiling.tile_starts(max(side, tile), tile, ov))**2
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = tiling.upsample_tiled(fn, image, scale=model.scale, tile=tile, overlap=ov,
-                                batch=tile_batch)
-    times.append((time.perf_counter() - t0) * 1000)
-    assert out.shape == (side * model.scale, side * model.scale, 3), out.shape
-  return times, n, ov
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -196,7 +164,7 @@ def main(argv):
     config = make_config(FLAGS.scale)
     model = Model(config, FLAGS.seed)
     for b in sorted({1, FLAGS.batch}):
-      times = time_direct(model, FLAGS.lr_size, b, FLAGS.warmup, FLAGS.repeats)
+      times = timed(model, model.inputs(b, FLAGS.lr_size), FLAGS.warmup, FLAGS.repeats)
       rec = _record('direct', model, name, FLAGS.lr_size, b, times, config.upsampler.dtype)
       print(json.dumps(rec), flush=True)
       summary.append(f'{rec["in"]}->{rec["out"]} b{b} {rec["ms_per_image"]:.1f} ms/img')
@@ -206,8 +174,12 @@ def main(argv):
     if FLAGS.tile % model.multiple:
       raise app.UsageError(f'--tile={FLAGS.tile}: must be a multiple of {model.multiple} '
                            '(the input multiple of this upsampler)')
-    times, n, ov = time_tiled(model, FLAGS.tiled_in, FLAGS.tile, FLAGS.overlap, FLAGS.tile_batch,
-                              FLAGS.tiled_repeats)
+    _, text, z = model.inputs(FLAGS.tile_batch, FLAGS.tile)
+    side = FLAGS.tiled_in
+    image = model.rng.uniform(-1, 1, (side, side, 3)).astype(np.float32)
+    times, n, ov = time_tiled(lambda tiles: model(tiles, text, z), image, scale=model.scale,
+                              tile=FLAGS.tile, overlap=FLAGS.overlap,
+                              tile_batch=FLAGS.tile_batch, repeats=FLAGS.tiled_repeats)
     rec = _record('tiled', model, name, FLAGS.tiled_in, 1, times, config.upsampler.dtype,
                   tile=FLAGS.tile, overlap=ov, tiles=n, tile_batch=FLAGS.tile_batch,
                   ms_per_tile=statistics.median(times) / n)
