@@ -1,6 +1,6 @@
 r"""4x super-resolution on natural images: GigaGAN's tiny upsampler and SRCNN vs bicubic.
 
-  python bench/sr_natural.py --root=runs/sr_natural --steps=3000      # the real run
+  python bench/sr_natural.py --root=runs/sr_natural --steps=1500      # the real run
   python bench/sr_natural.py --root=/tmp/sr_smoke --steps=5            # smoke (minutes on CPU)
 
 Issue 7, acceptance 2: does the upsampler beat bicubic on held-out natural
@@ -19,11 +19,12 @@ stages, --overwrite_data / a fresh --root starts over):
               held-out images hash into 'test' and the 14 others into
               'train' (one data_dir, the stock builder, and the split is
               checked after the build).
-  3. train    configs/up_tiny.py and configs/sr_baselines.py:srcnn, --steps
-              each, on random --hr_size (64) px HR crops with their bicubic
-              4x LR inputs (16 px), random flips on; one `python -m
-              gigagan_jax.train` per model (ROOT/up_tiny, ROOT/srcnn).
-  4. evaluate `python -m gigagan_jax.evaluate --task=sr` on both runs with
+  3. train    each of --models (MODELS below: up_tiny as configured, with
+              its small GAN term; up_tiny_psnr, the same model on the pixel
+              loss alone; SRCNN), --steps each, on random --hr_size (64) px
+              HR crops with their bicubic 4x LR inputs (16 px), random flips
+              on; one `python -m gigagan_jax.train` per model (ROOT/<name>).
+  4. evaluate `python -m gigagan_jax.evaluate --task=sr` on the runs with
               --eval_hr_size (0: the whole 256 px held-out images, 64 px LR
               inputs, 4x): the PSNR/SSIM (Y, 4 px border) table vs bicubic,
               written to ROOT/eval/sr_table.md, sr_metrics.json, sr_crops.png.
@@ -31,7 +32,7 @@ stages, --overwrite_data / a fresh --root starts over):
 Grayscale samples (camera, coins, moon, page, text) become 3 equal channels;
 page and text are smaller than 256 px and get upscaled (image_folder's
 report says so): blurry training targets, kept because 14 images is little.
-Extra training overrides for both models: --override=--config.optim.g_lr=...
+Extra training overrides for every model: --override=--config.optim.g_lr=...
 (repeatable).
 """
 import os
@@ -70,12 +71,17 @@ HELD_OUT = {
     'chelsea': 'a photo of a tabby cat',
 }
 TEST_FRACTION = 0.5
-MODELS = {'up_tiny': 'configs/up_tiny.py', 'srcnn': 'configs/sr_baselines.py:srcnn'}
+MODELS = {  # run name -> (config, its own overrides)
+    'up_tiny': ('configs/up_tiny.py', []),
+    # PSNR-oriented: pixel loss only, no D (Real-ESRNet before Real-ESRGAN).
+    'up_tiny_psnr': ('configs/up_tiny.py', ['--config.loss.gan_weight=0']),
+    'srcnn': ('configs/sr_baselines.py:srcnn', []),
+}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('root', 'runs/sr_natural', 'Everything goes here: src/, data/, one run '
                     'directory per model, eval/.')
-flags.DEFINE_integer('steps', 2000, 'Training steps of each model (5: a smoke run).')
+flags.DEFINE_integer('steps', 1500, 'Training steps of each model (5: a smoke run).')
 flags.DEFINE_integer('batch_size', 8, 'Training batch (at most 14: the training images).')
 flags.DEFINE_integer('resolution', 256, 'Stored image side (config.data.resolution).')
 flags.DEFINE_integer('hr_size', 64, 'Training HR crop side (config.data.degradation.hr_size); '
@@ -153,7 +159,8 @@ def _run(cmd: list):
 def train(root: str, data_dir: str, model: str) -> str:
   workdir = os.path.join(root, model)
   steps = FLAGS.steps
-  _run([sys.executable, '-m', 'gigagan_jax.train', f'--config={MODELS[model]}',
+  config, overrides = MODELS[model]
+  _run([sys.executable, '-m', 'gigagan_jax.train', f'--config={config}',
         f'--workdir={workdir}',
         '--config.data.builder=image_folder', f'--config.data.data_dir={data_dir}',
         f'--config.data.resolution={FLAGS.resolution}',
@@ -161,7 +168,7 @@ def train(root: str, data_dir: str, model: str) -> str:
         f'--config.data.batch_size={FLAGS.batch_size}', '--config.data.random_flip=True',
         f'--config.train.steps={steps}', f'--config.train.log_every={max(1, min(50, steps))}',
         f'--config.train.sample_every={max(1, steps // 4)}',
-        f'--config.train.ckpt_every={max(1, steps // 4)}'] + list(FLAGS.override))
+        f'--config.train.ckpt_every={max(1, steps // 4)}'] + overrides + list(FLAGS.override))
   return workdir
 
 

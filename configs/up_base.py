@@ -68,11 +68,15 @@ def upsampler_config(scale: int = 8) -> ml_collections.ConfigDict:
   u.attn_residual_gain = 0.1         # "small gain" on attention branches, as G
   u.attn_w_token = True              # w joins self-attention as an extra token
   u.conv_impl = 'fused'              # 'fused' | 'grouped' (see nn/modulated_conv.py)
-  # Output = base(lr) + residual_gain * (learned RGB). 'bicubic': the network
-  # learns a residual over bicubic upsampling (an untrained model is close to
-  # the bicubic baseline); 'none': it predicts the whole image.
+  # 'zero': every modulated conv's style and kernel-selection weights start at
+  # zero (styles 1, uniform kernel mix), so the untrained U-Net ignores z and
+  # text and learns how much they should steer it; 'random': as the generator.
+  u.style_init = 'zero'
+  # Output = base(lr) + learned RGB. 'bicubic': the network learns a residual
+  # over bicubic upsampling, from toRGB kernels that start at zero (an
+  # untrained model is exactly the bicubic baseline); 'none': it predicts the
+  # whole image.
   u.residual_base = 'bicubic'
-  u.residual_gain_init = 0.02        # initial learned per-channel gain (~1 with residual_base="none")
   u.dtype = 'float32'                # compute dtype; 'bfloat16' on accelerators
   u.param_dtype = 'float32'
   return u

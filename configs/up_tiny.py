@@ -3,7 +3,8 @@
   python -m gigagan_jax.train --config=configs/up_tiny.py --workdir=runs/up_tiny
 
 Trains on the embedded captioned_shapes data at 64 px (bicubic 4x LR inputs)
-with L1 + GAN + matching-aware losses; a 0.74M-parameter upsampler. LPIPS is
+with L1 + GAN + matching-aware losses; a 0.74M-parameter upsampler. For the
+PSNR-oriented model (pixel loss only, no D): --config.loss.gan_weight=0. LPIPS is
 off because it needs VGG16 weights (set loss.lpips_weight and loss.lpips_path).
 """
 from configs import sr_base
@@ -23,9 +24,17 @@ def get_config(arg=None):
   d.text_dim = 64
   d.text_encoder = sr_base.base.text_encoder_config(dim=64, layers=1, heads=2)
   d.mbstd_group = 0
-  c.loss.gan_weight = 0.05           # small: PSNR first, sharpness second
+  # Small, so that L1 leads: the adversarial loss sums the MS-I/O D's 10 logit
+  # maps (about 7 in all near equilibrium), so 0.01 puts it at about the L1's
+  # size on natural images. At 0.05 it dominated, and the model did not beat
+  # bicubic's L1 even on a fixed batch it was fitting.
+  c.loss.gan_weight = 0.01
   c.optim.g_lr = 0.002
   c.optim.d_lr = 0.002
+  # Adam beta1 0.9 as Real-ESRGAN trains with its GAN term: with L1 leading the
+  # objective, beta1 0 learned the residual about half as fast (natural 4x
+  # images, L1 only: +0.11 dB over bicubic after 1400 steps vs +0.35 dB).
+  c.optim.b1 = 0.9
   c.train.steps = 300
   c.train.log_every = 10
   c.train.sample_every = 100

@@ -5,6 +5,7 @@ another ~80 s of CI.)"""
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from gigagan_jax import parallel
 from gigagan_jax.config_utils import ConfigError, load_config, validate
@@ -55,14 +56,31 @@ def run_steps(config, batch, steps, mesh_shape=(1, 1, 1), frozen_lpips=None):
   return state, history
 
 
+def natural_batch(config):
+  """fixed_batch with its images replaced by crops of natural photos (scikit-image's
+  astronaut, coffee, chelsea, rocket at 128 px): flat shapes leave bicubic too little
+  to add."""
+  from skimage import data as samples  # pylint: disable=g-import-not-at-top
+  names = ('astronaut', 'coffee', 'chelsea', 'rocket')
+  images = [np.asarray(Image.fromarray(getattr(samples, n)()).resize((128, 128), Image.BICUBIC))
+            for n in names]
+  pairs = [degrade.make_pair(images[i % len(names)], config.data.degradation, seed=i)
+           for i in range(config.data.batch_size)]
+  batch = fixed_batch(config)
+  batch['lr'] = np.stack([p[0] for p in pairs])
+  batch['image'] = np.stack([p[1] for p in pairs])
+  return batch
+
+
 def test_gigagan_upsampler_learns_a_fixed_batch():
-  """up_tiny (GAN + matching-aware + L1, batch sharded over 2 devices): the L1 to
-  the HR images falls on a fixed batch; D and R1 run."""
+  """up_tiny (GAN + matching-aware + L1, batch sharded over 2 devices) starts as
+  exactly bicubic and learns to beat it on a fixed batch of natural crops: the L1
+  to the HR images falls below the first step's (bicubic's); D and R1 run."""
   config = small(load_config('configs/up_tiny.py'))
-  _, history = run_steps(config, fixed_batch(config), 8, mesh_shape=(2, 1, 1))
+  _, history = run_steps(config, natural_batch(config), 50, mesh_shape=(2, 1, 1))
   assert history[0]['r1'] > 0 and history[0]['d_loss'] > 0
   pixel = [h['pixel'] for h in history]
-  assert np.mean(pixel[-3:]) < 0.85 * pixel[0], pixel
+  assert np.mean(pixel[-5:]) < 0.95 * pixel[0], pixel
 
 
 @pytest.mark.parametrize('kind', ['srcnn', 'esrgan', 'swinir'])

@@ -87,11 +87,36 @@ def tiny():
   hr = _wavy_images(jax.random.key(2), len(PROMPTS), 256, max_cycles=12)
   lr = downsample2d(downsample2d(hr))
   # Parameter shapes do not depend on the input size: init on the smallest tile.
-  v8 = nn.meta.unbox(jax.jit(m8.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
-                                      {k: v[:1] for k, v in text.items()}, z[:1]))
+  init8 = nn.meta.unbox(jax.jit(m8.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)),
+                                         {k: v[:1] for k, v in text.items()}, z[:1]))
+  # The toRGB kernels and the styles' weights start at zero (the output is
+  # then bicubic whatever the inputs); give them random values, as training
+  # would, so that the tests below see every input reach the output.
+  v8 = _as_if_trained(init8, jax.random.key(3))
   v4 = {'params': {k: v for k, v in v8['params'].items() if not k.startswith('up5')}}
-  return dict(cfg=cfg4, m4=m4, m8=m8, v4=v4, v8=v8, apply=jax.jit(m4.apply),
+  init4 = {'params': {k: v for k, v in init8['params'].items() if not k.startswith('up5')}}
+  return dict(cfg=cfg4, m4=m4, m8=m8, v4=v4, v8=v8, init4=init4, apply=jax.jit(m4.apply),
               lr=lr, hr=hr, text=text, z=z)
+
+
+def _is_to_rgb_bank(path) -> bool:
+  keys = [getattr(k, 'key', None) for k in path]
+  return keys[-1] == 'bank' and keys[-2].endswith('_to_rgb')
+
+
+def _is_weight(path) -> bool:
+  return getattr(path[-1], 'key', None) in ('bank', 'kernel')
+
+
+def _as_if_trained(variables, key, std=0.1):
+  """Every all-zero weight (toRGB kernels, style and selection weights) -> N(0, std)."""
+  def fill(path, x):
+    nonlocal key
+    if not _is_weight(path) or jnp.any(x != 0):
+      return x
+    key, sub = jax.random.split(key)
+    return std * jax.random.normal(sub, x.shape, x.dtype)
+  return jax.tree_util.tree_map_with_path(fill, variables)
 
 
 def test_tiny_4x_and_8x_forward_and_any_tile_shape(tiny):
@@ -112,22 +137,39 @@ def _psnr(a, b):
   return float(10 * jnp.log10(4.0 / jnp.mean(jnp.square(a - b))))  # range [-1, 1]: peak 2
 
 
-def test_untrained_model_starts_near_bicubic(tiny):
-  """With residual_base='bicubic' the initial output is about as good as bicubic."""
+def test_untrained_model_is_bicubic_and_every_parameter_learns(tiny):
+  """residual_base='bicubic': the toRGB kernels start at zero, so an untrained model
+  returns exactly bicubic; their gradient is not zero, and after one step on them
+  every other weight of the network has a gradient too, the styles' zero-initialised
+  weights included (no gate that can shut)."""
   t = tiny
-  lr, hr, text, z = t['lr'], t['hr'], t['text'], t['z']
-  out = t['apply'](t['v4'], lr, text, z)
-  bicubic = bicubic_upsample(lr, 4)
-  residual = float(jnp.sqrt(jnp.mean(jnp.square(out - bicubic))))
-  assert 1e-3 < residual < 0.03, residual  # small but not switched off
-  psnr, psnr_bicubic = _psnr(out, hr), _psnr(bicubic, hr)
-  assert psnr > psnr_bicubic - 0.25, (psnr, psnr_bicubic)
+  text, z = t['text'], t['z']
+  bicubic = bicubic_upsample(t['lr'], 4)
+  np.testing.assert_array_equal(np.asarray(t['apply'](t['init4'], t['lr'], text, z)),
+                                np.asarray(bicubic))
+  lr, hr = t['lr'][:, :16, :16], t['hr'][:, :64, :64]  # small: the gradient's run time
+
+  grad = jax.jit(jax.grad(
+      lambda v: jnp.mean(jnp.abs(t['m4'].apply(v, lr, text, z) - hr))))
+  flat = lambda g: {jax.tree_util.keystr(p): float(jnp.max(jnp.abs(x)))
+                    for p, x in jax.tree_util.tree_leaves_with_path(g)}
+  g0 = grad(t['init4'])
+  rgb_banks = jax.tree_util.tree_map_with_path(lambda p, x: _is_to_rgb_bank(p), g0)
+  assert all(v > 0 for k, v in flat(g0).items() if 'to_rgb' in k and 'bank' in k)
+  # One plain gradient step on the toRGB kernels only.
+  stepped = jax.tree.map(lambda v, g, r: v - 1e-2 * jnp.sign(g) if r else v,
+                         t['init4'], g0, rgb_banks)
+  silent = [k for k, v in flat(grad(stepped)).items()
+            if v == 0 and ("'bank'" in k or "'kernel'" in k)]
+  assert not silent, silent
+
   # residual_base='none': the same weights give the residual alone, far from the image.
+  out = t['apply'](t['v4'], t['lr'], text, z)
   cfg_none = ml_collections.ConfigDict(t['cfg'].to_dict())
   cfg_none.residual_base = 'none'
-  bare = jax.jit(_model(cfg_none).apply)(t['v4'], lr, text, z)
+  bare = jax.jit(_model(cfg_none).apply)(t['v4'], t['lr'], text, z)
   np.testing.assert_allclose(np.asarray(bare), np.asarray(out - bicubic), atol=1e-5)
-  assert _psnr(bare, hr) < psnr_bicubic - 6.0, (_psnr(bare, hr), psnr_bicubic)
+  assert _psnr(bare, t['hr']) < _psnr(out, t['hr']) - 6.0
 
 
 def test_text_and_z_reach_the_output(tiny):

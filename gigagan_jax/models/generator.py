@@ -71,20 +71,25 @@ class MappingNetwork(nn.Module):
 
 
 class SynthesisLayer(nn.Module):
-  """AdaConv -> SelfAttn(w) -> CrossAttn(t_local), the paper's layer (Eq. 5)."""
+  """AdaConv -> SelfAttn(w) -> CrossAttn(t_local), the paper's layer (Eq. 5).
+
+  `zero_style`: the AdaConv's style and selection weights start at zero (see
+  ModulatedConv); the upsampler's layers do, the generator's do not.
+  """
   features: int
   bank_size: int
   up: bool
   self_attn: bool
   cross_attn: bool
   cfg: ml_collections.FrozenConfigDict
+  zero_style: bool = False
 
   @nn.compact
   def __call__(self, x, w, t_local, t_mask):
     dtype, pdtype = to_dtype(self.cfg.dtype), to_dtype(self.cfg.param_dtype)
     x = lrelu(ModulatedConv(self.features, 3, self.bank_size, up=self.up,
-                            impl=self.cfg.conv_impl, dtype=dtype, param_dtype=pdtype,
-                            name='conv')(x, w))
+                            impl=self.cfg.conv_impl, zero_style=self.zero_style, dtype=dtype,
+                            param_dtype=pdtype, name='conv')(x, w))
     if self.self_attn:
       x = SelfAttention(self.cfg.attn_heads, self.cfg.attn_residual_gain,
                         self.cfg.attn_mlp_ratio, dtype, pdtype, name='self_attn')(

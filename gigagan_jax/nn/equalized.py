@@ -18,22 +18,24 @@ def lrelu(x, alpha: float = 0.2, gain: float = math.sqrt(2)):
 
 
 def equalized_param(module: nn.Module, name: str, shape: Sequence[int],
-                    names: Sequence[str | None], lr_mul: float, dtype):
-  """Declares a N(0, 1/lr_mul) weight with logical axis `names`."""
-  init = nn.with_logical_partitioning(
-      lambda key, s, d: jax.random.normal(key, s, d) / lr_mul, tuple(names))
+                    names: Sequence[str | None], lr_mul: float, dtype, zero: bool = False):
+  """Declares a N(0, 1/lr_mul) weight (zeros if `zero`) with logical axis `names`."""
+  normal = lambda key, s, d: jax.random.normal(key, s, d) / lr_mul
+  init = nn.with_logical_partitioning(nn.initializers.zeros if zero else normal, tuple(names))
   return module.param(name, init, tuple(shape), dtype)
 
 
 class EqualDense(nn.Module):
   """Dense layer with equalized learning rate.
 
-  Input [..., Din] -> output [..., features].
+  Input [..., Din] -> output [..., features]. `zero_init`: the kernel starts at
+  zero (the output is the bias alone until the kernel has learned).
   """
   features: int
   lr_mul: float = 1.0
   bias_init: float = 0.0
   use_bias: bool = True
+  zero_init: bool = False
   names: tuple = ('embed', 'mlp')
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -42,7 +44,7 @@ class EqualDense(nn.Module):
   def __call__(self, x):
     din = x.shape[-1]
     kernel = equalized_param(self, 'kernel', (din, self.features), self.names,
-                             self.lr_mul, self.param_dtype)
+                             self.lr_mul, self.param_dtype, zero=self.zero_init)
     scale = self.lr_mul / math.sqrt(din)
     y = jnp.dot(x.astype(self.dtype), (kernel * scale).astype(self.dtype))
     if self.use_bias:

@@ -68,6 +68,11 @@ class ModulatedConv(nn.Module):
   """Style-modulated conv over a kernel bank. [B,H,W,Cin], w [B,D] -> [B,H',W',Cout].
 
   `up=True` upsamples 2x (FIR) before the conv. N=1 is StyleGAN2's modulated conv.
+  `zero_init=True` starts the kernel bank at zero (an output layer that must
+  begin silent; use with demodulate=False, as demodulating zero is undefined).
+  `zero_style=True` starts the style and kernel-selection weights at zero: the
+  styles are then 1 and the kernel mix uniform for every w, so the layer
+  starts as a plain conv and learns how much w should steer it.
   """
   features: int
   kernel_size: int = 3
@@ -75,6 +80,8 @@ class ModulatedConv(nn.Module):
   up: bool = False
   demodulate: bool = True
   impl: str = 'fused'
+  zero_init: bool = False
+  zero_style: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -83,13 +90,13 @@ class ModulatedConv(nn.Module):
     k, cin, n = self.kernel_size, x.shape[-1], self.bank_size
     bank = equalized_param(self, 'bank', (n, k, k, cin, self.features),
                            ('kernel_bank', None, None, 'conv_in', 'conv_out'), 1.0,
-                           self.param_dtype)
+                           self.param_dtype, zero=self.zero_init)
     bank = (bank * (1.0 / math.sqrt(k * k * cin))).astype(self.dtype)
-    style = EqualDense(cin, bias_init=1.0, names=('embed', 'conv_in'), name='style',
-                       dtype=jnp.float32, param_dtype=self.param_dtype)(w)
+    style = EqualDense(cin, bias_init=1.0, zero_init=self.zero_style, names=('embed', 'conv_in'),
+                       name='style', dtype=jnp.float32, param_dtype=self.param_dtype)(w)
     if n > 1:
-      logits = EqualDense(n, names=('embed', 'kernel_bank'), name='select',
-                          dtype=jnp.float32, param_dtype=self.param_dtype)(w)
+      logits = EqualDense(n, zero_init=self.zero_style, names=('embed', 'kernel_bank'),
+                          name='select', dtype=jnp.float32, param_dtype=self.param_dtype)(w)
       mix = jax.nn.softmax(logits, axis=-1)
     else:
       mix = jnp.ones((x.shape[0], 1), jnp.float32)
