@@ -6,8 +6,12 @@
   compile time (~40 s per train-step program at the default level, ~20 s
   here); every test compares programs compiled with the same flags.
 - A session-wide persistent compilation cache, inherited by the subprocesses
-  that the multi-process, SIGKILL and SIGTERM tests start, so the same train
-  step is compiled once.
+  that the multi-process, SIGKILL and SIGTERM tests start (and by pytest-xdist's
+  workers), so the same train step is compiled once.
+- Under pytest-xdist (`-n 2`, as README's test command runs) with
+  `--dist loadgroup` (pyproject.toml): each test file runs whole on one
+  worker, so its module fixtures are built once; the tests that use the
+  trained probe share one group, so it is trained once.
 """
 import os
 import subprocess
@@ -22,6 +26,13 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='giga
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '1')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+  for item in items:
+    group = 'probe' if 'probe_dir' in item.fixturenames else item.module.__name__
+    item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope='session')
