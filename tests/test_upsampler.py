@@ -69,6 +69,10 @@ def test_config_errors_name_the_field():
   cfg.residual_base = 'lanczos'
   with pytest.raises(ConfigError, match='upsampler.residual_base'):
     check_config(cfg)
+  cfg = upsampler_config(8)
+  cfg.style_init = 'zeros'
+  with pytest.raises(ConfigError, match='upsampler.style_init'):
+    check_config(cfg)
 
 
 @pytest.fixture(scope='module')
