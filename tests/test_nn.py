@@ -89,8 +89,64 @@ def test_self_attention_logits_are_negative_l2_distance():
   v = jnp.eye(5)[None, None]
   attn = np.asarray(l2_attention(q, k, v))[0, 0]
   d2 = ((np.asarray(q)[0, 0][:, None] - np.asarray(k)[0, 0][None]) ** 2).sum(-1)
-  expected = np.exp(-d2 / 2.0)
+  expected = np.exp(-d2 / 4.0)  # divided by the head width D = 4
   np.testing.assert_allclose(attn, expected / expected.sum(-1, keepdims=True), atol=1e-5)
+
+
+def _self_attention_at_init(with_w):
+  """Init-time attention of one SelfAttention: (weights [B,H,T,T(+1)], sown entropy)."""
+  from gigagan_jax.nn.attention import _heads, collect_attention_entropy, l2_attention_weights
+  x = jax.random.normal(jax.random.key(14), (2, 16, 16, 256))  # 256 tokens, 256 channels
+  w = jax.random.normal(jax.random.key(15), (2, 64)) if with_w else None
+  module = SelfAttention(heads=4)                              # head width d = 64
+  variables = nn.meta.unbox(module.init(jax.random.key(16), x, w))
+  # The tied projection's outputs: call 0 on the pixels (queries), call 1 on
+  # the keys (the pixels, then the w token when there is one).
+  _, state = module.apply(variables, x, w, capture_intermediates=lambda m, _: m.name == 'qk',
+                          mutable=['intermediates'])
+  q, k = state['intermediates']['qk']['__call__']
+  weights = l2_attention_weights(_heads(q, 4), _heads(k, 4))
+  return weights, collect_attention_entropy(state['intermediates'])
+
+
+@pytest.mark.parametrize('with_w', [False, True])
+def test_self_attention_spreads_over_tokens_at_init(with_w):
+  # Tied Q/K makes a token's L2 distance to itself 0 and to others ~2d; with a
+  # 1/sqrt(d) logit scale that gap was 16 nats and each token read only itself
+  # (mean self-weight 0.9992, entropy ~0.2% of log T).
+  weights, sown = _self_attention_at_init(with_w)
+  t = weights.shape[-2]
+  self_weight = float(jnp.mean(jnp.diagonal(weights[..., :t], axis1=-2, axis2=-1)))
+  assert self_weight < 0.5, self_weight
+  entropy = float(-jnp.sum(weights * jnp.log(weights), -1).mean() / np.log(weights.shape[-1]))
+  assert entropy > 0.8, entropy
+  # The layer sows the same figure for the trainer to log.
+  assert list(sown) == ['']  # the module itself is the root here
+  assert float(sown['']) == pytest.approx(entropy, rel=1e-4)
+
+
+def test_attention_entropy_reads_uniform_as_one_and_one_hot_as_zero():
+  from gigagan_jax.nn.attention import attention_entropy
+  assert float(attention_entropy(jnp.full((2, 3, 5, 8), 1 / 8))) == pytest.approx(1.0, rel=1e-6)
+  assert float(attention_entropy(jnp.eye(8)[None, None])) == pytest.approx(0.0, abs=1e-7)
+  half = jnp.array([[0.5, 0.5, 0.0, 0.0]])  # two of four keys: log 2 / log 4
+  assert float(attention_entropy(half)) == pytest.approx(0.5, rel=1e-6)
+
+
+def test_attention_entropy_is_sown_only_when_collected():
+  from gigagan_jax.nn.attention import collect_attention_entropy
+
+  class Two(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return SelfAttention(2, name='b')(SelfAttention(2, name='a')(x))
+
+  x = jax.random.normal(jax.random.key(17), (1, 4, 4, 16))
+  variables = Two().init(jax.random.key(18), x)
+  assert set(variables) == {'params'}  # init does not collect it
+  _, state = Two().apply(variables, x, mutable=['intermediates'])
+  got = collect_attention_entropy(state['intermediates'])
+  assert sorted(got) == ['a', 'b'] and all(0 < float(v) <= 1 for v in got.values())
 
 
 def test_cross_attention_ignores_masked_tokens():
