@@ -25,13 +25,40 @@ from gigagan_jax import parallel
 from gigagan_jax.models.build import build_models, example_g_inputs, example_pyramid, example_text
 
 
-def _is_attention(path) -> bool:
-  return any('attn' in str(getattr(k, 'key', k)) for k in path)
+# Weight decay on attention weights only. The paper stabilises attention in
+# G and D with, among other things, "weight decay on attention weights (0.01)"
+# (PAPER_NOTES.md 1.5 (c); Table A2 lists "attention weight decay 0.01" with
+# AdamW, PAPER_NOTES.md 3 and 5). We read "attention weights" as the
+# projection matrices that make an attention layer's queries, keys, values
+# and output: the ones that set how sharp the attention logits can grow
+# (the L2 logit is quadratic in the tied query/key matrix). Not decayed: the
+# FeedForward MLP that follows attention inside the same module ('mlp': not
+# attention), biases, LayerNorms, and every conv, style, mapping and
+# embedding weight. The layers, by module name -> projection names:
+ATTENTION_PROJECTIONS = {
+    # nn/attention.py SelfAttention (G, D, upsampler); w_token turns w into
+    # the extra key/value token, so it feeds the logits like qk does.
+    'self_attn': ('qk', 'v', 'out', 'w_token'),
+    'cross_attn': ('q', 'k', 'v', 'out'),        # nn/attention.py CrossAttention
+    # The learned text encoder T's attention (text/encoder.py Block 'attn'),
+    # the paper's "learned attention layers" on top of the frozen backbone.
+    # SwinIR's 'attn' (projections 'qkv', 'proj') is not GigaGAN attention and
+    # is trained as its paper trains it, without weight decay.
+    'attn': ('query', 'key', 'value', 'out'),
+}
+
+
+def _is_attention_weight(path) -> bool:
+  """True for .../<attention layer>/<projection>/kernel (see ATTENTION_PROJECTIONS)."""
+  keys = [str(getattr(k, 'key', k)) for k in path]
+  return (len(keys) >= 3 and keys[-1] == 'kernel'
+          and keys[-2] in ATTENTION_PROJECTIONS.get(keys[-3], ()))
 
 
 def attention_mask(params):
-  """True for attention-layer kernels (the paper's 0.01 weight decay applies there)."""
-  return jax.tree_util.tree_map_with_path(lambda p, x: _is_attention(p) and x.ndim >= 2, params)
+  """True for the attention projection kernels: the ones the paper's 0.01
+  weight decay applies to (see ATTENTION_PROJECTIONS)."""
+  return jax.tree_util.tree_map_with_path(lambda p, _: _is_attention_weight(p), params)
 
 
 def make_optimizer(optim_cfg, lr: float) -> optax.GradientTransformation:

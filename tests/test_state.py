@@ -1,0 +1,81 @@
+"""The optimisers' weight decay reaches exactly the attention weights (state.attention_mask)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+
+from gigagan_jax.config_utils import load_config, validate
+from gigagan_jax.models.build import abstract_variables
+from gigagan_jax.train import state
+
+# configs/t2i_micro.py has one attention resolution (8 px) in G and D and one
+# text-encoder block in each. Decayed: the query/key/value/output projections
+# of every attention layer (state.ATTENTION_PROJECTIONS), nothing else.
+TEXT_ATTN = {f'text_encoder/block_0/attn/{p}/kernel' for p in ('query', 'key', 'value', 'out')}
+G_DECAYED = TEXT_ATTN | {
+    'b8_layer0/self_attn/qk/kernel', 'b8_layer0/self_attn/v/kernel',
+    'b8_layer0/self_attn/out/kernel', 'b8_layer0/self_attn/w_token/kernel',
+    'b8_layer0/cross_attn/q/kernel', 'b8_layer0/cross_attn/k/kernel',
+    'b8_layer0/cross_attn/v/kernel', 'b8_layer0/cross_attn/out/kernel'}
+D_DECAYED = TEXT_ATTN | {
+    'stage8/self_attn/qk/kernel', 'stage8/self_attn/v/kernel', 'stage8/self_attn/out/kernel'}
+
+
+def _name(path) -> str:
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+
+
+def _params(spec: str):
+  path, _, arg = spec.partition(':')
+  config = validate(load_config(path, arg or None))
+  g, d = abstract_variables(config, vocab_size=300)  # jax.eval_shape: no memory, no compile
+  return config, nn.meta.unbox(g)['params'], nn.meta.unbox(d)['params']
+
+
+def _decayed(params) -> set:
+  return {_name(p) for p, m in jax.tree_util.tree_leaves_with_path(state.attention_mask(params))
+          if m}
+
+
+@pytest.fixture(scope='module')
+def micro():
+  return _params('configs/t2i_micro.py')
+
+
+def test_mask_is_the_attention_projections_of_g_and_d(micro):
+  _, g, d = micro
+  assert _decayed(g) == G_DECAYED
+  assert _decayed(d) == D_DECAYED
+  # What sits next to them and must not decay is in the tree (the sets above
+  # exclude it for a reason, not because it is absent): the MLP inside the
+  # attention modules, the text encoder's attention biases and LayerNorms.
+  names = {_name(p) for p, _ in jax.tree_util.tree_leaves_with_path(g)}
+  for kept in ('b8_layer0/self_attn/mlp/fc1/kernel', 'b8_layer0/cross_attn/mlp/fc2/kernel',
+               'text_encoder/block_0/attn/query/bias', 'text_encoder/block_0/ln_attn/scale',
+               'text_encoder/block_0/mlp_in/kernel', 'b8_layer0/conv/bank', 'mapping/fc0/kernel'):
+    assert kept in names, kept
+
+
+def test_swinir_baseline_is_not_decayed():
+  """SwinIR's window attention is not GigaGAN's; it trains as its paper does, without decay."""
+  _, g, _ = _params('configs/sr_baselines.py:swinir')
+  assert any('/attn/qkv/kernel' in _name(p) for p, _ in jax.tree_util.tree_leaves_with_path(g))
+  assert not _decayed(g)
+
+
+def test_one_step_with_zero_gradient_shrinks_only_decayed_weights(micro):
+  """AdamW's update with a zero gradient is -lr * wd * param on masked leaves, 0 elsewhere."""
+  config, g, _ = micro
+  lr, wd = 0.5, config.optim.attn_weight_decay
+  assert wd > 0
+  params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), g)
+  tx = state.make_optimizer(config.optim, lr)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  stepped = optax.apply_updates(params, updates)
+  for path, x in jax.tree_util.tree_leaves_with_path(stepped):
+    if _name(path) in G_DECAYED:
+      np.testing.assert_allclose(np.asarray(x), 1 - lr * wd, rtol=1e-6, err_msg=_name(path))
+    else:
+      np.testing.assert_array_equal(np.asarray(x), 1.0, err_msg=_name(path))
