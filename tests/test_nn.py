@@ -190,3 +190,16 @@ def test_minibatch_std():
   x = jnp.concatenate([jnp.zeros((2, 4, 4, 8)), jnp.ones((2, 4, 4, 8)) * 2])
   # groups pair sample b with b + B/g: {0, 2} and {1, 3} both hold a 0 and a 2 -> std 1
   np.testing.assert_allclose(np.asarray(minibatch_std(x, 2)[..., -1]), 1.0, atol=1e-4)
+
+
+def test_minibatch_std_groups_within_segments_only():
+  # Three batches of 4 stacked on the batch axis (the discriminator's entry
+  # levels): the result is each batch's own minibatch-std, side by side.
+  x = jax.random.normal(jax.random.key(19), (12, 3, 3, 8)) * jnp.array([1.0, 5.0, 0.2]).repeat(4)[
+      :, None, None, None]
+  stacked = minibatch_std(x, 2, num_channels=2, segments=3)
+  alone = jnp.concatenate([minibatch_std(x[i:i + 4], 2, num_channels=2) for i in (0, 4, 8)])
+  np.testing.assert_allclose(np.asarray(stacked), np.asarray(alone), atol=1e-6)
+  with pytest.raises(ValueError, match='per segment'):
+    minibatch_std(x, 4, segments=2)  # 6 samples per segment: groups of 4 do not fit
+

@@ -12,6 +12,10 @@ where psi_j is a stack of 1x1 convs modulated by D's own global text
 descriptor t_D and the 1x1 conv is an unconditional skip. Heads are shared by
 all entry levels of a stage.
 
+Entry levels run through phi together, stacked on the batch axis; the
+minibatch-stddev layer of the final stage (when on) groups samples of one
+level only.
+
 To score the same images against mismatched captions (matching-aware loss),
 pass `mismatched_text`: phi runs once and only the text branch and the cheap
 heads run twice.
@@ -62,14 +66,15 @@ class Stage(nn.Module):
   cfg: ml_collections.FrozenConfigDict
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, segments: int = 1):
+    """x: [S*B, r, r, Cin], S = `segments` entry levels stacked on the batch axis."""
     dtype, pdtype = to_dtype(self.cfg.dtype), to_dtype(self.cfg.param_dtype)
     if self.self_attn:
       x = SelfAttention(self.cfg.attn_heads, dtype=dtype, param_dtype=pdtype, name='self_attn')(x)
     if not self.final:
       return ResidualDownBlock(self.features, dtype, pdtype, name='block')(x)
     if self.cfg.mbstd_group:
-      x = minibatch_std(x, self.cfg.mbstd_group)
+      x = minibatch_std(x, self.cfg.mbstd_group, segments=segments)  # groups within a level
     x = lrelu(EqualConv(x.shape[-1], 3, dtype=dtype, param_dtype=pdtype, name='conv')(x))
     x = x.reshape(x.shape[0], 1, 1, -1)
     return lrelu(EqualDense(self.features, names=('embed', 'mlp'), dtype=dtype,
@@ -141,7 +146,7 @@ class Discriminator(nn.Module):
         new = lrelu(self.from_rgb[k](pyramid[k].astype(dtype)))
         h = new if h is None else jnp.concatenate([h, new], axis=0)
         entries.append(self.stage_res[k])
-      h = stage(h)
+      h = stage(h, segments=len(entries))
       out_res = h.shape[1]
       if self.cfg.get('exits', 'all') == 'last' and k < len(self.stages) - 1:
         continue  # single-scale-output ablation: predict at the final stage only
