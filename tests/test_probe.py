@@ -24,12 +24,34 @@ def test_probe_reaches_95_percent_on_heldout_images(probe_dir):
 
 
 def test_reloaded_probe_scores_like_the_report(probe, probe_dir):
-  """The Orbax round trip keeps the weights: the saved accuracy is reproduced."""
+  """The Orbax round trip keeps the weights: the saved accuracy is reproduced,
+  up to one prediction.
+
+  Why one: the report was scored in the training subprocess (XLA's default
+  optimisation level, one CPU device), this in the test process (level 0, 8
+  host devices). Other fusions and reduction orders move logits by float32
+  rounding (~1e-6 relative), which flips an argmax only where an image's two
+  top logits are that close: among the split's N = 1000 images we expect
+  no such near-tie on any attribute, so at most one flipped
+  (image, attribute) pair is allowed, i.e. a mean accuracy within
+  1/labelled and each attribute's within 1/(its labelled count). A weight
+  the round trip loses changes more (measured: one GroupNorm's bias zeroed
+  flips 6 pairs, one head's kernel zeroed 854, a fresh init ~3900).
+  """
   config = probe.config
   images, targets = load_split(config, 'test')
   acc = probe_lib.attribute_accuracy(probe(images)[1], targets)
   with open(os.path.join(probe_dir, 'probe.json')) as f:
-    assert acc == json.load(f)['metrics']['heldout_accuracy']
+    metrics = json.load(f)['metrics']
+  saved = metrics['heldout_accuracy']
+  assert metrics['heldout_examples'] == len(images) == 1000
+  # These depend on the labels only, not on the weights: exactly equal.
+  assert (acc['labelled'], acc['chance']) == (saved['labelled'], saved['chance'])
+  labelled = {k: int((np.asarray(targets[k]) >= 0).sum()) for k in probe_lib.ATTRIBUTES}
+  hits = lambda a: {k: round(a[k] * m) for k, m in labelled.items() if m}
+  flipped = {k: abs(hits(acc)[k] - hits(saved)[k]) for k in hits(acc)}
+  assert sum(flipped.values()) <= 1, (flipped, acc, saved)
+  assert abs(acc['mean'] - saved['mean']) <= 1 / acc['labelled'] + 1e-12, (acc, saved)
 
 
 def test_frechet_distance_on_probe_features(probe):
