@@ -136,8 +136,11 @@ def get_base_config():
   # ---------------------------------------------------------------- training
   t = c.train = ml_collections.ConfigDict()
   t.steps = 1000
+  # G EMA: a per-step decay (ema_decay > 0; the paper's configs: 0.9999), or
+  # else a half-life in images, which keeps its meaning across batch sizes.
+  t.ema_decay = 0.0
   t.ema_halflife_kimg = 10.0         # G EMA half-life in thousands of images
-  t.ema_rampup = 0.05                # StyleGAN2-ADA ramp-up; 0 = off
+  t.ema_rampup = 0.05                # StyleGAN2-ADA ramp-up of the half-life; 0 = off
   t.log_every = 10
   t.sample_every = 200
   t.ckpt_every = 200

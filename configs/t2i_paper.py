@@ -2,7 +2,8 @@
 
 Paper (PAPER_NOTES.md 1, 5): G 652.5M params, D 381.4M, CLIP ViT-L/14 text
 backbone (penultimate layer, 77 tokens), z=128, 4-layer mapping, 5-level
-pyramid 64..4 px, AdamW lr 0.0025 betas (0, 0.99), batch 512-1024, R1 every 16.
+pyramid 64..4 px, AdamW lr 0.0025 betas (0, 0.99), batch 512-1024, R1 every 16,
+G EMA 0.9999 per step.
 Widths, kernel-bank sizes, attention placement and T's depth are not in the
 paper text we have (open questions 1-4): the values below are our choice,
 picked so that the parameter counts land on the paper's.
@@ -48,7 +49,7 @@ def get_config(arg=None):
   c.data.resolution = 64
   c.data.batch_size = 512
   c.train.steps = 1_350_000
-  c.train.ema_halflife_kimg = 10.0
+  c.train.ema_decay = 0.9999         # paper Table A2, per step (a 6.9k-step half-life)
   c.train.log_every = 100
   c.train.sample_every = 5000
   c.train.ckpt_every = 5000

@@ -28,7 +28,7 @@ def get_config(arg=None):
   c.loss.pixel_weight = 0.0
   c.data.batch_size = 256
   c.train.steps = 500_000
-  c.train.ema_halflife_kimg = 10.0
+  c.train.ema_decay = 0.9999         # the base model's per-step decay (paper Table A2)
   c.train.sample_every = 2000
   c.train.ckpt_every = 2000
   return c

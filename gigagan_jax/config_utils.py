@@ -153,6 +153,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # so that sizing tools (summary, planner) work without them.
   _require(config.loss.gan in ('logistic', 'hinge', 'lsgan', 'wgan'), 'loss.gan',
            f"must be 'logistic', 'hinge', 'lsgan' or 'wgan', got {config.loss.gan!r}")
+  decay = config.train.get('ema_decay', 0.0)
+  _require(0 <= decay < 1, 'train.ema_decay',
+           f'must be in [0, 1) (0: use train.ema_halflife_kimg), got {decay}')
   for field in ('clip_weight', 'vision_aided_weight'):
     _require(config.loss[field] == 0, f'loss.{field}',
              'the CLIP-contrastive and vision-aided losses are not in the train step yet; '

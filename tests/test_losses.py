@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gigagan_jax import losses
+from gigagan_jax.config_utils import ConfigError, load_config, validate
 from gigagan_jax.train.step import ema_beta, real_pyramid
 
 rng = np.random.default_rng(0)
@@ -81,6 +82,21 @@ def test_ema_half_life_is_measured_in_images():
   # With ramp-up, early steps average over fewer images.
   cfg.ema_rampup = 0.05
   assert float(ema_beta(cfg, 32, step=10)) < beta
+
+
+@pytest.mark.parametrize('name', ['t2i_paper', 'up_paper'])
+def test_paper_configs_decay_the_ema_by_0_9999_per_step(name):
+  """Paper Table A2: G EMA 0.9999 per step, at any batch size and from the first step."""
+  config = load_config(f'configs/{name}.py')
+  for batch, step in ((config.data.batch_size, 0), (config.data.batch_size, 100_000), (1024, 7)):
+    np.testing.assert_allclose(float(ema_beta(config.train, batch, step)), 0.9999, rtol=1e-7)
+
+
+def test_ema_decay_must_be_below_one():
+  config = load_config('configs/t2i_paper.py')
+  config.train.ema_decay = 1.0
+  with pytest.raises(ConfigError, match='train.ema_decay'):
+    validate(config)
 
 
 def test_real_pyramid_box_averages_and_scales_to_unit_range():

@@ -32,7 +32,16 @@ def box_pyramid(x, levels: int):
 
 
 def ema_beta(train_cfg, batch_size: int, step):
-  """Per-step EMA decay from a half-life in images (StyleGAN2-ADA), with ramp-up."""
+  """Per-step decay of G's EMA; float32 [].
+
+  train_cfg.ema_decay > 0: that decay every step (the paper's 0.9999, which is
+  tied to its batch and step count). Otherwise from a half-life in images,
+  train_cfg.ema_halflife_kimg (StyleGAN2-ADA), which keeps its meaning when
+  the batch changes, with train_cfg.ema_rampup shortening it early on.
+  """
+  decay = train_cfg.get('ema_decay', 0.0)
+  if decay > 0:
+    return jnp.asarray(decay, jnp.float32)
   half_life = train_cfg.ema_halflife_kimg * 1000.0
   if train_cfg.ema_rampup:
     half_life = jnp.minimum(half_life, (step + 1) * batch_size * train_cfg.ema_rampup)
