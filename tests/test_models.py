@@ -1,6 +1,6 @@
 """Generator and discriminator: shapes, conditioning controls, dtypes, sizes."""
 import math
-import time
+import os
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +14,7 @@ from gigagan_jax.models.discriminator import logit_name
 from gigagan_jax.models.generator import mix_scales, per_scale
 from gigagan_jax.text.tokenizer import make_tokenizer
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = ['a red circle at the top left', 'two blue squares on a yellow background',
            'a small green star', 'three purple triangles']
 
@@ -138,12 +139,25 @@ def test_every_parameter_has_logical_axis_names():
     assert not unnamed and leaves
 
 
-def test_paper_generator_size_is_within_15_percent_of_the_paper():
+# configs/t2i_paper.py's exact sizes (jax.eval_shape; the frozen text backbone
+# is not counted). README.md states them rounded to 0.1M: "G 682.8M and D
+# 383.0M" (the paper's are 652.5M and 381.4M; our widths are our own guess,
+# PAPER_NOTES.md 7). A change of any parameter shape changes these; a change
+# of initialisation does not.
+PAPER_G_PARAMS, PAPER_D_PARAMS = 682_784_351, 383_007_242
+
+
+def test_paper_model_sizes_are_the_readmes():
   config = validate(load_config('configs/t2i_paper.py'))
   g_vars, d_vars = abstract_variables(config, vocab_size=0, feature_dim=config.text.feature_dim)
   count = lambda v: sum(math.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(v)))
-  assert abs(count(g_vars) / 652.5e6 - 1) < 0.15, count(g_vars)  # paper: G 652.5M
-  assert abs(count(d_vars) / 381.4e6 - 1) < 0.15, count(d_vars)  # paper: D 381.4M
+  counts = (count(g_vars), count(d_vars))
+  assert counts == (PAPER_G_PARAMS, PAPER_D_PARAMS), counts
+  with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
+    readme = ' '.join(f.read().split())
+  millions = lambda n: f'{round(n / 1e5) / 10:.1f}M'
+  assert f'G {millions(PAPER_G_PARAMS)} and D {millions(PAPER_D_PARAMS)} parameters' in readme
+  assert (millions(PAPER_G_PARAMS), millions(PAPER_D_PARAMS)) == ('682.8M', '383.0M')
 
 
 def test_bfloat16_compute_with_float32_params_tracks_float32():
@@ -163,12 +177,18 @@ def test_bfloat16_compute_with_float32_params_tracks_float32():
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(grads))
 
 
-def test_tiny_forward_passes_are_fast(tiny):
+# What one forward pass of t2i_tiny (4 images at 32 px) may cost, in XLA's
+# own FLOP count: the README's CPU training (~1.1 s per step of 16 images on
+# 2 cores, configs/t2i_tiny.py) needs the tiny model to stay this small.
+# Measured: G 0.64 GFLOP, D 0.63 GFLOP.
+TINY_FORWARD_FLOPS = 1.0e9
+
+
+def test_tiny_forward_passes_are_cheap(tiny):
+  """Counted, not timed: the compiled forward passes' FLOPs are under budget."""
   _, g, d, g_vars, d_vars, z, text = tiny
-  g_fn, d_fn = jax.jit(g.apply), jax.jit(d.apply)
-  pyramid = jax.block_until_ready(g_fn(g_vars, z, text))
-  jax.block_until_ready(d_fn(d_vars, pyramid, text))
-  for fn, args in ((g_fn, (g_vars, z, text)), (d_fn, (d_vars, pyramid, text))):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    assert time.perf_counter() - start < 1.0
+  pyramid = jax.eval_shape(g.apply, g_vars, z, text)
+  for name, fn, args in (('G', g.apply, (g_vars, z, text)), ('D', d.apply, (d_vars, pyramid, text))):
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    assert 0 < cost['flops'] < TINY_FORWARD_FLOPS, (name, cost['flops'])
