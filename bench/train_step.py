@@ -11,19 +11,21 @@ gigagan_jax/train/loop.py) for a mesh, feeds it one synthetic batch of the
 right shapes and dtypes (random uint8 images, random token ids; no dataset),
 and times it on the current devices:
 
-  compile   lower_s + compile_s of the jitted step (the persistent compilation
-            cache is switched off so this is a real compile).
+  compile   lower_s + compile_s of the jitted step's variant with the lazy
+            R1 penalty (the larger; the persistent compilation cache is
+            switched off so this is a real compile). The variant without R1
+            is compiled too, untimed.
   time      --warmup untimed steps, then --steps timed ones, each waited for
             (jax.block_until_ready); step_time_s is the median, img_per_s
             = global batch / median. The mean is reported too: on GPU/TPU the
             lazy R1 penalty runs every config.loss.r1_interval steps, so the
             median is a step without it and the mean over a multiple of
-            r1_interval steps is the training throughput. (On CPU the step
-            computes R1 every step and masks it, see train/step.py.)
-  FLOPs     XLA's cost analysis of the compiled step: FLOPs of the program one
-            device runs (after SPMD partitioning). XLA counts a conditional as if
-            its branch ran, so on GPU/TPU the lazy R1 branch is counted every
-            step: an upper bound by R1's share.
+            r1_interval steps is the training throughput. Each step runs the
+            variant that train/loop.py would run at that step (R1 on steps
+            0, r1_interval, ...; see train/step.py).
+  FLOPs     XLA's cost analysis of the compiled R1 variant: FLOPs of the program
+            one device runs (after SPMD partitioning); an upper bound, by R1's
+            share, of an average step.
   MFU       FLOPs per device / step_time_s / bf16 dense peak of the chip
             (bench/peaks.py; null on CPU, which has no entry).
   memory    device.memory_stats()['peak_bytes_in_use'] (GPU/TPU: the most the
@@ -294,10 +296,13 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
   jax.block_until_ready((state, frozen, data))
 
   t0 = time.perf_counter()
-  lowered = step.lower(state, data, frozen)
+  lowered = step.lower(state, data, frozen, True)
   t1 = time.perf_counter()
   compiled = lowered.compile()
   t2 = time.perf_counter()
+  variants = {True: compiled}
+  if not all(step.r1_due(i) for i in range(warmup + steps)):
+    variants[False] = step.lower(state, data, frozen, False).compile()
 
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -306,13 +311,13 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
   xla = {k: int(getattr(mem, f'{k}_size_in_bytes')) for k in
          ('argument', 'output', 'alias', 'temp', 'generated_code')}
 
-  for _ in range(warmup):
-    state, metrics = compiled(state, data, frozen)
+  for i in range(warmup):
+    state, metrics = variants[step.r1_due(i)](state, data, frozen)
     jax.block_until_ready((state, metrics))
   times = []
-  for _ in range(steps):
+  for i in range(warmup, warmup + steps):
     t = time.perf_counter()
-    state, metrics = compiled(state, data, frozen)
+    state, metrics = variants[step.r1_due(i)](state, data, frozen)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t)
   med, mean = statistics.median(times), statistics.fmean(times)

@@ -5,12 +5,30 @@ All functions are pure and act on the discriminator's dict of logit maps
 Per paper Eq. 6 the per-map losses are summed, each map averaged over batch
 and positions.
 
-Matching-aware loss (paper Eq. 8, Reed et al. 2016): D learns that a real
-image with a wrong caption is fake. G gets the matching term too (the
-ablation's "G and D" row); our reading of the G-side term, which the paper text
-we have does not spell out (open question 6): G also lowers D's score of its
-image under a wrong caption, i.e. it is rewarded for images that do *not* fit
-other captions.
+Matching-aware loss (paper Eq. 8, after Reed et al. 2016), with c the image's
+caption and c' a mismatched caption of the batch (`mismatched_captions`):
+
+  V_match = E[ softplus(D(x, c')) ] + E[ softplus(D(G(c), c')) ]
+
+i.e. D scores as fake both a real image and a generated one when they are
+shown with a caption that is not theirs (softplus is the logistic loss's fake
+term; other `kind`s use their own, `fake_term`). D minimises V_match.
+
+G's side (the ablation's "G and D" row; PAPER_NOTES section 3 and open
+question 6: the text we have does not write it out). Only the second term
+depends on G, and we let G minimise it too, with the same sign as D:
+
+  L_G,match = E[ softplus(D(G(c), c')) ]
+
+so the matching term is shared, not adversarial: G is rewarded for images
+that D finds do *not* fit other captions, which can only come from fitting
+their own. The adversarial reading (G maximising V_match) would reward images
+that pass as real under any caption, which works against text alignment,
+while the paper's ablation reports a higher CLIP score with the term on G.
+
+A pair whose c' equals c token for token (datasets repeat captions) is no
+mismatch: it is masked out, and each term is the mean over the valid pairs
+only (0 when there is none).
 """
 import jax
 import jax.numpy as jnp
@@ -59,19 +77,64 @@ def g_loss_terms(kind: str, fake):
   raise ValueError(f'config.loss.gan: unknown GAN loss {kind!r}')
 
 
-def discriminator_loss(kind: str, real, fake, real_mismatched=None, matching_weight=1.0):
-  """D's adversarial (+ matching-aware) loss; scalar. Arguments are logit dicts."""
+def mismatched_captions(tokens, key):
+  """For each caption of the batch, another caption of the batch to pair it with.
+
+  tokens: int [B, L] token ids; key: PRNG key. Returns (index int32 [B], valid
+  bool [B]): caption index[b] differs from caption b in at least one token,
+  drawn uniformly among those that do; valid[b] is False when every caption of
+  the batch equals b's (index[b] is then arbitrary and the pair is to be masked).
+  Pure and jittable; with a batch-sharded `tokens` XLA gathers the [B, L]
+  tokens to compare all pairs ([B, B] booleans, small next to the images).
+  """
+  # Token equality, not index equality: a shuffled batch still repeats
+  # captions (captioned_shapes has few distinct ones), and a "mismatched"
+  # caption equal to the true one would teach D to reject real, matching pairs.
+  differ = jnp.any(tokens[:, None, :] != tokens[None, :, :], axis=-1)
+  score = jnp.where(differ, jax.random.uniform(key, differ.shape), -1.0)
+  return jnp.argmax(score, axis=1).astype(jnp.int32), jnp.any(differ, axis=1)
+
+
+def matching_term(kind: str, mismatched, valid=None):
+  """One term of Eq. 8: D's fake-penalty on mismatched pairs; scalar.
+
+  mismatched: logit dict {name: [B, h, w, 1]} of (image, wrong caption) pairs;
+  valid: optional bool [B], False for pairs to leave out. Per map: the mean
+  over positions, then over the valid pairs; maps are summed. 0, not NaN,
+  when no pair is valid.
+  """
+  if valid is None:
+    return _sum_maps(lambda m: fake_term(kind, m), mismatched)
+  count = jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
+  total = 0.0
+  for logits in mismatched.values():
+    per_pair = jnp.mean(fake_term(kind, logits), axis=(1, 2, 3))
+    # where, not a product: a masked pair's term must not leak in even if it is inf
+    total = total + jnp.sum(jnp.where(valid, per_pair, 0.0)) / count
+  return total
+
+
+def discriminator_loss(kind: str, real, fake, real_mismatched=None, fake_mismatched=None,
+                       valid=None, matching_weight=1.0):
+  """D's adversarial (+ matching-aware, Eq. 8) loss; scalar.
+
+  real / fake: logit dicts of (x, c) and (G(c), c); real_mismatched /
+  fake_mismatched: of (x, c') and (G(c), c'), or None to leave the term out;
+  valid: bool [B] mask of the mismatched pairs (None: all valid).
+  """
   loss = _sum_maps(lambda r, f: d_loss_terms(kind, r, f), real, fake)
-  if real_mismatched is not None:
-    loss = loss + matching_weight * _sum_maps(lambda m: fake_term(kind, m), real_mismatched)
+  for mismatched in (real_mismatched, fake_mismatched):
+    if mismatched is not None:
+      loss = loss + matching_weight * matching_term(kind, mismatched, valid)
   return loss
 
 
-def generator_loss(kind: str, fake, fake_mismatched=None, matching_weight=1.0):
-  """G's adversarial (+ matching-aware) loss; scalar."""
+def generator_loss(kind: str, fake, fake_mismatched=None, valid=None, matching_weight=1.0):
+  """G's adversarial (+ matching-aware) loss; scalar. See the module doc for G's
+  matching term (fake_mismatched: logits of (G(c), c'); valid as in discriminator_loss)."""
   loss = _sum_maps(lambda f: g_loss_terms(kind, f), fake)
   if fake_mismatched is not None:
-    loss = loss + matching_weight * _sum_maps(lambda m: fake_term(kind, m), fake_mismatched)
+    loss = loss + matching_weight * matching_term(kind, fake_mismatched, valid)
   return loss
 
 

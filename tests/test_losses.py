@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gigagan_jax import losses
+from gigagan_jax import losses, parallel
 from gigagan_jax.config_utils import ConfigError, load_config, validate
 from gigagan_jax.train.step import ema_beta, real_pyramid
 
@@ -34,9 +34,124 @@ def test_losses_sum_the_per_map_means(kind):
   g_expected = sum(np.mean(g_term(FAKE[k])) + 0.5 * np.mean(on_fake(WRONG[k])) for k in REAL)
   j = lambda t: jax.tree.map(jnp.asarray, t)
   np.testing.assert_allclose(
-      losses.discriminator_loss(kind, j(REAL), j(FAKE), j(WRONG), 0.5), d_expected, rtol=1e-5)
-  np.testing.assert_allclose(losses.generator_loss(kind, j(FAKE), j(WRONG), 0.5), g_expected,
+      losses.discriminator_loss(kind, j(REAL), j(FAKE), j(WRONG), matching_weight=0.5),
+      d_expected, rtol=1e-5)
+  np.testing.assert_allclose(losses.generator_loss(kind, j(FAKE), j(WRONG), matching_weight=0.5),
+                             g_expected, rtol=1e-5)
+
+
+# Logits of (G(c), c') and the valid-pair mask of a batch of 4 where pair 2's
+# "mismatched" caption turned out to be its own.
+FAKE_WRONG = {'a': rng.normal(size=(4, 4, 4, 1)), 'b': rng.normal(size=(4, 1, 1, 1))}
+VALID = np.array([True, True, False, True])
+
+
+def _match_eq8(real_wrong, fake_wrong, valid, on_fake=softplus):
+  """Paper Eq. 8 by hand: E[softplus(D(x, c'))] + E[softplus(D(G(c), c'))] over
+  the valid pairs, each logit map averaged over its positions, maps summed."""
+  total = 0.0
+  for k in real_wrong:
+    for logits in (real_wrong[k], fake_wrong[k]):
+      per_pair = on_fake(logits).reshape(len(valid), -1).mean(axis=1)
+      total += per_pair[valid].mean()
+  return total
+
+
+@pytest.mark.parametrize('kind', sorted(FORMULAS))
+def test_matching_aware_terms_are_paper_eq8_for_d_and_its_fake_term_for_g(kind):
+  """D: V_GAN + w * Eq. 8 (both the real and the generated image with c'); G:
+  its GAN term + w * E[fake_term(D(G(c), c'))] (losses.py's docstring)."""
+  on_real, on_fake, g_term = FORMULAS[kind]
+  w = 0.7
+  v_gan = sum(np.mean(on_real(REAL[k]) + on_fake(FAKE[k])) for k in REAL)
+  d_expected = v_gan + w * _match_eq8(WRONG, FAKE_WRONG, VALID, on_fake)
+  g_match = sum(on_fake(FAKE_WRONG[k]).reshape(4, -1).mean(axis=1)[VALID].mean()
+                for k in FAKE_WRONG)
+  g_expected = sum(np.mean(g_term(FAKE[k])) for k in FAKE) + w * g_match
+  j = lambda t: jax.tree.map(jnp.asarray, t)
+  valid = jnp.asarray(VALID)
+  np.testing.assert_allclose(
+      losses.discriminator_loss(kind, j(REAL), j(FAKE), j(WRONG), j(FAKE_WRONG), valid, w),
+      d_expected, rtol=1e-5)
+  np.testing.assert_allclose(
+      losses.generator_loss(kind, j(FAKE), j(FAKE_WRONG), valid, w), g_expected, rtol=1e-5)
+  if kind == 'logistic':  # the paper's form, written out once more
+    sp = lambda x: np.log1p(np.exp(x))
+    eq8 = sum(sp(WRONG[k])[VALID].mean() + sp(FAKE_WRONG[k])[VALID].mean() for k in WRONG)
+    np.testing.assert_allclose(
+        losses.discriminator_loss(kind, j(REAL), j(FAKE), j(WRONG), j(FAKE_WRONG), valid, 1.0),
+        v_gan + eq8, rtol=1e-5)
+
+
+def test_matching_term_of_a_fully_masked_batch_is_zero_not_nan():
+  j = lambda t: jax.tree.map(jnp.asarray, t)
+  none = jnp.zeros(4, bool)
+  assert float(losses.matching_term('logistic', j(WRONG), none)) == 0.0
+  d = losses.discriminator_loss('logistic', j(REAL), j(FAKE), j(WRONG), j(FAKE_WRONG), none)
+  np.testing.assert_allclose(d, sum(np.mean(softplus(-REAL[k]) + softplus(FAKE[k])) for k in REAL),
                              rtol=1e-5)
+  # A masked pair never leaks in, even with a non-finite logit.
+  inf = {k: np.where(VALID[:, None, None, None], v, np.inf) for k, v in WRONG.items()}
+  np.testing.assert_allclose(losses.matching_term('logistic', j(inf), jnp.asarray(VALID)),
+                             losses.matching_term('logistic', j(WRONG), jnp.asarray(VALID)))
+
+
+def _captions_with_repeats(n_rows=8, length=6):
+  """int32 [n_rows, length] token rows drawn from 3 distinct captions (as captioned_shapes repeats)."""
+  distinct = rng.integers(1, 50, size=(3, length))
+  return distinct[rng.integers(0, 3, size=n_rows)].astype(np.int32)
+
+
+def test_mismatched_captions_never_pair_equal_token_rows():
+  for seed in range(20):
+    tokens = _captions_with_repeats()
+    tokens[0] = tokens[1]  # neighbours equal: jnp.roll(tokens, 1) would pair row 1 with its own caption
+    index, valid = losses.mismatched_captions(jnp.asarray(tokens), jax.random.key(seed))
+    index, valid = np.asarray(index), np.asarray(valid)
+    has_other = np.array([np.any(np.any(tokens != t, axis=1)) for t in tokens])
+    np.testing.assert_array_equal(valid, has_other)
+    for b in np.flatnonzero(valid):
+      assert np.any(tokens[index[b]] != tokens[b]), (seed, b, index[b])
+
+
+def test_mismatched_captions_draw_every_different_caption():
+  tokens = np.array([[1, 2], [1, 2], [3, 4], [5, 6]], np.int32)
+  picks = {int(losses.mismatched_captions(jnp.asarray(tokens), jax.random.key(s))[0][0])
+           for s in range(40)}
+  assert picks == {2, 3}
+
+
+def test_mismatched_captions_of_identical_captions_are_all_masked():
+  tokens = jnp.tile(jnp.arange(6, dtype=jnp.int32), (8, 1))
+  _, valid = losses.mismatched_captions(tokens, jax.random.key(0))
+  assert not np.any(np.asarray(valid))
+  logits = {'a': jnp.asarray(rng.normal(size=(8, 2, 2, 1)))}
+  assert float(losses.matching_term('logistic', logits, valid)) == 0.0
+
+
+def test_mismatched_captions_under_jit_with_a_sharded_batch():
+  """The same pairs and terms with the batch split over 8 devices as on one."""
+  mesh = parallel.make_mesh(ml_collections.ConfigDict({'data': 8, 'fsdp': 1, 'tensor': 1}),
+                            jax.devices()[:8])
+  sharding = parallel.batch_sharding(mesh, 2)
+  tokens = _captions_with_repeats(16)
+  tokens[:8] = tokens[8]  # a whole shard-worth of equal captions
+  logits = rng.normal(size=(16, 2, 2, 1)).astype(np.float32)
+
+  @jax.jit
+  def pairs_and_term(tokens, logits, key):
+    index, valid = losses.mismatched_captions(tokens, key)
+    return index, valid, losses.matching_term('logistic', {'a': logits}, valid)
+
+  key = jax.random.key(3)
+  ref = pairs_and_term(jnp.asarray(tokens), jnp.asarray(logits), key)
+  out = pairs_and_term(jax.device_put(tokens, sharding),
+                       jax.device_put(logits, parallel.batch_sharding(mesh, 4)), key)
+  for a, b in zip(ref, out):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+  index, valid, _ = map(np.asarray, out)
+  assert valid.all()
+  assert all(np.any(tokens[index[b]] != tokens[b]) for b in range(16))
 
 
 def _linear_d(weights):

@@ -202,7 +202,8 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
     while step < tcfg.steps:
       batch = next(data_iter)
       batch = parallel.global_batch({k: batch[k] for k in ndims}, mesh)
-      state, metrics = step_fn(state, batch, frozen)
+      # lazy R1: the host picks the compiled variant, from its own step count
+      state, metrics = step_fn(state, batch, frozen, step_fn.r1_due(step))
       step += 1
 
       # Non-finite guard, one step behind so the host never waits on the device.

@@ -1,6 +1,6 @@
 """One super-resolution training step (config.task = 'sr'), as a pure function.
 
-  train_step(state, batch, frozen) -> (state, metrics)
+  train_step(state, batch, frozen, do_r1) -> (state, metrics)
 
 batch: {'image': uint8 [B, S, S, 3] HR crops, 'lr': uint8 [B, S/s, S/s, 3],
 'tokens' int32 [B, L], 'eot' int32 [B]}; frozen: {'backbone': text backbone
@@ -16,15 +16,22 @@ low-res input, which joins every pyramid level as 3 extra channels: D judges
 With gan_weight = 0 (SRCNN, SwinIR: pixel losses only) D is not run and its
 parameters stay as initialised.
 
-Randomness, skipping of non-finite steps and the EMA are as in step.py.
+R1 penalises D's gradient w.r.t. the HR image only: the LR channels are the
+condition, not the data (like the caption), and they are the same for real
+and fake, so their gradient is no part of "D is smooth around the reals".
+
+Randomness, the static do_r1, skipping of non-finite steps and the EMA are as
+in step.py.
 """
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from gigagan_jax import losses
 from gigagan_jax.evaluate.lpips import lpips_loss
-from gigagan_jax.train.step import _all_finite, _apply_updates, box_pyramid, ema_beta, text_features
+from gigagan_jax.train.step import (_all_finite, _apply_updates, box_pyramid, ema_beta,
+                                    mismatched_text, r1_due, r1_weight, text_features)
 
 
 def with_low_res(pyramid, lr):
@@ -39,30 +46,44 @@ def with_low_res(pyramid, lr):
   return tuple(out)
 
 
+def hr_r1_penalty(d_fn, hr, lr, levels: int):
+  """R1 of D w.r.t. the HR image only, the LR channels held fixed; float32 [].
+
+  d_fn: 6-channel pyramid (`with_low_res`) -> logit dict; hr: [B, S, S, 3]
+  in [-1, 1]; lr: [B, S/s, S/s, 3]. The gradient flows through the box pyramid
+  back to the one HR image (the real sample; its lower levels are functions
+  of it, for real and fake alike); none is taken w.r.t. lr.
+  """
+  return losses.r1_penalty(lambda x: d_fn(with_low_res(box_pyramid(x[0], levels), lr)), (hr,))
+
+
 def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None):
-  """Builds the (un-jitted) SR step for these models and config."""
+  """Builds the (un-jitted) SR step for these models and config (`.r1_due` as
+  make_train_step's; always False without a GAN term)."""
   loss_cfg, levels = config.loss, config.discriminator.levels
   kind = loss_cfg.gan
   z_dim = config.upsampler.get('z_dim', 1)
   use_gan = loss_cfg.gan_weight > 0
+  matching = loss_cfg.matching_aware
 
   def d_input(hr, lr):
     return with_low_res(box_pyramid(hr, levels), lr)
 
-  def d_loss_fn(d_params, fake, real, lr, text, wrong, do_r1):
+  def d_loss_fn(d_params, fake, real, lr, text, wrong, valid, do_r1):
     d_fn = lambda pyr, t=text: d.apply({'params': d_params}, pyr, t)
-    real_in = d_input(real, lr)
-    real_logits, real_wrong = d.apply({'params': d_params}, real_in, text, wrong)
-    fake_logits = d_fn(d_input(fake, lr))
-    loss = losses.discriminator_loss(
-        kind, real_logits, fake_logits,
-        real_wrong if loss_cfg.matching_aware else None, loss_cfg.matching_weight)
-    # R1 on the whole D input; the LR channels are the same for real and fake.
-    r1 = jnp.where(do_r1, losses.r1_penalty(d_fn, real_in), 0.0)
-    loss = loss + r1 * (loss_cfg.r1_gamma / 2 * loss_cfg.r1_interval)
+    if matching:
+      real_logits, real_wrong = d.apply({'params': d_params}, d_input(real, lr), text, wrong)
+      fake_logits, fake_wrong = d.apply({'params': d_params}, d_input(fake, lr), text, wrong)
+    else:
+      real_logits, fake_logits = d_fn(d_input(real, lr)), d_fn(d_input(fake, lr))
+      real_wrong = fake_wrong = None
+    loss = losses.discriminator_loss(kind, real_logits, fake_logits, real_wrong, fake_wrong,
+                                     valid, loss_cfg.matching_weight)
+    r1 = hr_r1_penalty(d_fn, real, lr, levels) if do_r1 else jnp.zeros((), jnp.float32)
+    loss = loss + r1 * r1_weight(loss_cfg)
     return loss, {'d_loss': loss, 'r1': r1, 'd_acc': losses.d_accuracy(real_logits, fake_logits)}
 
-  def g_loss_fn(g_params, d_params, lr, hr, z, text, wrong, lpips_params):
+  def g_loss_fn(g_params, d_params, lr, hr, z, text, wrong, valid, lpips_params):
     fake = g.apply({'params': g_params}, lr, text, z)
     pixel = jnp.mean(jnp.abs(fake - hr))
     loss, metrics = loss_cfg.pixel_weight * pixel, {'pixel': pixel}
@@ -70,34 +91,34 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None):
       perceptual = lpips_loss(lpips_params, fake, hr)
       loss, metrics['lpips'] = loss + loss_cfg.lpips_weight * perceptual, perceptual
     if use_gan:
-      fake_logits, fake_wrong = d.apply({'params': d_params}, d_input(fake, lr), text, wrong)
-      adv = losses.generator_loss(kind, fake_logits,
-                                  fake_wrong if loss_cfg.matching_aware else None,
-                                  loss_cfg.matching_weight)
+      if matching:
+        fake_logits, fake_wrong = d.apply({'params': d_params}, d_input(fake, lr), text, wrong)
+      else:
+        fake_logits, fake_wrong = d.apply({'params': d_params}, d_input(fake, lr), text), None
+      adv = losses.generator_loss(kind, fake_logits, fake_wrong, valid, loss_cfg.matching_weight)
       loss, metrics['g_adv'] = loss + loss_cfg.gan_weight * adv, adv
     return loss, dict(metrics, g_loss=loss)
 
-  def train_step(state, batch, frozen):
+  def train_step(state, batch, frozen, do_r1: bool):
     step = state['step']
-    k_dz, k_gz = jax.random.split(jax.random.fold_in(state['key'], step))
+    k_dz, k_gz, k_wrong = jax.random.split(jax.random.fold_in(state['key'], step), 3)
     hr = batch['image'].astype(jnp.float32) / 127.5 - 1.0
     lr = batch['lr'].astype(jnp.float32) / 127.5 - 1.0
     b = hr.shape[0]
     text = text_features(backbone, batch, frozen.get('backbone'))
-    wrong = jax.tree.map(lambda x: jnp.roll(x, 1, axis=0), text)
+    wrong, valid = mismatched_text(text, k_wrong)
 
     d_params, d_opt = state['d'], state['d_opt']
     d_metrics, d_grads = {}, ()  # no D metrics without a GAN term
     if use_gan:
       fake = jax.lax.stop_gradient(
           g.apply({'params': state['g']}, lr, text, jax.random.normal(k_dz, (b, z_dim))))
-      do_r1 = (loss_cfg.r1_gamma > 0) & (step % loss_cfg.r1_interval == 0)
       (_, d_metrics), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-          d_params, fake, hr, lr, text, wrong, do_r1)
+          d_params, fake, hr, lr, text, wrong, valid, bool(do_r1) and loss_cfg.r1_gamma > 0)
       d_params, d_opt = _apply_updates(d_tx, d_grads, d_opt, d_params)
 
     (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state['g'], d_params, lr, hr, jax.random.normal(k_gz, (b, z_dim)), text, wrong,
+        state['g'], d_params, lr, hr, jax.random.normal(k_gz, (b, z_dim)), text, wrong, valid,
         frozen.get('lpips'))
     g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'])
 
@@ -118,5 +139,6 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None):
                'g_grad_norm': optax.tree.norm(g_grads), 'ema_beta': beta}
     return new_state, metrics
 
+  train_step.r1_due = lambda step: use_gan and r1_due(loss_cfg, step)
   return train_step
 

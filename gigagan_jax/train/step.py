@@ -1,13 +1,21 @@
 """One GigaGAN training step: a D update then a G update, as a pure function.
 
-  train_step(state, batch, backbone_params) -> (state, metrics)
+  train_step(state, batch, backbone_params, do_r1) -> (state, metrics)
 
 batch: {'image': uint8 [B, R, R, 3], 'tokens': int32 [B, L], 'eot': int32 [B]}.
+do_r1 is a static Python bool: whether this step adds the lazy R1 penalty.
+The host decides it (`r1_due(config.loss, step)`, from the step count it
+keeps anyway), so the step compiles into two programs, with and without R1,
+and neither pays for the other: no penalty computed and masked, no
+conditional (XLA:CPU ran R1 ~20x slower inside one).
+
 Everything random comes from fold_in(state['key'], state['step']), so a step
 is a function of the state and the batch alone: resuming from a checkpoint
 replays exactly. A step whose losses or gradients are not finite leaves the
 parameters and optimiser states untouched and is counted.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -68,60 +76,81 @@ def _apply_updates(tx, grads, opt_state, params):
   return optax.apply_updates(params, updates), opt_state
 
 
+def r1_due(loss_cfg, step: int) -> bool:
+  """Host side: does step `step` (0-based, = state['step'] before it) add lazy R1?"""
+  return bool(loss_cfg.r1_gamma > 0 and step % loss_cfg.r1_interval == 0)
+
+
+def r1_weight(loss_cfg) -> float:
+  """gamma/2, times the interval: lazy R1 runs on 1/interval of the steps."""
+  return loss_cfg.r1_gamma / 2 * loss_cfg.r1_interval
+
+
+def mismatched_text(text: dict, key):
+  """(text of a mismatched caption per example, valid bool [B]); see
+  losses.mismatched_captions. text: {'tokens' [B,L], 'eot' [B], 'features'?}."""
+  index, valid = losses.mismatched_captions(text['tokens'], key)
+  return jax.tree.map(lambda x: jnp.take(x, index, axis=0), text), valid
+
+
 def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
-  """Builds the (un-jitted) step function for these models and config."""
+  """Builds the (un-jitted) step function for these models and config.
+
+  The function carries `.r1_due(step) -> bool` (r1_due for this config), for
+  the host to choose its do_r1 argument.
+  """
   loss_cfg, levels = config.loss, config.generator.pyramid_levels
   kind = loss_cfg.gan
   z_dim = config.generator.z_dim
   inject_nan = tuple(config.train.get('inject_nan_steps', ()))
+  matching = loss_cfg.matching_aware
 
   def generate(g_params, z, text):
     return g.apply({'params': g_params}, z, text)
 
-  def d_loss_fn(d_params, fake, real, text, wrong, do_r1, key):
+  def d_loss_fn(d_params, fake, real, text, wrong, valid, do_r1, key):
     d_fn = lambda pyr, t=text: d.apply({'params': d_params}, pyr, t)
-    real_logits, real_wrong = d.apply({'params': d_params}, real, text, wrong)
-    fake_logits = d_fn(fake)
-    loss = losses.discriminator_loss(
-        kind, real_logits, fake_logits,
-        real_wrong if loss_cfg.matching_aware else None, loss_cfg.matching_weight)
+    if matching:  # one image trunk per pyramid, a text head for each caption
+      real_logits, real_wrong = d.apply({'params': d_params}, real, text, wrong)
+      fake_logits, fake_wrong = d.apply({'params': d_params}, fake, text, wrong)
+    else:
+      real_logits, fake_logits, real_wrong, fake_wrong = d_fn(real), d_fn(fake), None, None
+    loss = losses.discriminator_loss(kind, real_logits, fake_logits, real_wrong, fake_wrong,
+                                     valid, loss_cfg.matching_weight)
     if kind == 'wgan':
       loss = loss + loss_cfg.wgan_gp_weight * losses.gradient_penalty(d_fn, real, fake, key)
-    # Lazy R1 (every r1_interval steps, scaled up by the interval to compensate).
-    if jax.default_backend() == 'cpu':
-      # XLA:CPU runs this branch ~20x slower inside a conditional than inline
-      # (measured: +6 s vs +0.3 s per R1 step on the tiny config), so on CPU
-      # the penalty is computed every step and masked.
-      r1 = jnp.where(do_r1, losses.r1_penalty(d_fn, real), 0.0)
-    else:
-      r1 = jax.lax.cond(do_r1, lambda: losses.r1_penalty(d_fn, real), lambda: jnp.zeros(()))
-    loss = loss + r1 * (loss_cfg.r1_gamma / 2 * loss_cfg.r1_interval)
-    return loss, {'d_loss': loss, 'r1': r1, 'd_acc': losses.d_accuracy(real_logits, fake_logits),
-                  'real_score': losses.total_logit(real_logits) / len(real_logits),
-                  'fake_score': losses.total_logit(fake_logits) / len(fake_logits)}
+    r1 = losses.r1_penalty(d_fn, real) if do_r1 else jnp.zeros((), jnp.float32)
+    loss = loss + r1 * r1_weight(loss_cfg)
+    metrics = {'d_loss': loss, 'r1': r1, 'd_acc': losses.d_accuracy(real_logits, fake_logits),
+               'real_score': losses.total_logit(real_logits) / len(real_logits),
+               'fake_score': losses.total_logit(fake_logits) / len(fake_logits)}
+    if matching:
+      metrics.update(d_match_real=losses.matching_term(kind, real_wrong, valid),
+                     d_match_fake=losses.matching_term(kind, fake_wrong, valid),
+                     match_valid=jnp.mean(valid.astype(jnp.float32)))
+    return loss, metrics
 
-  def g_loss_fn(g_params, d_params, z, text, wrong):
+  def g_loss_fn(g_params, d_params, z, text, wrong, valid):
     fake = generate(g_params, z, text)
+    if not matching:
+      return losses.generator_loss(kind, d.apply({'params': d_params}, fake, text)), {}
     fake_logits, fake_wrong = d.apply({'params': d_params}, fake, text, wrong)
-    loss = losses.generator_loss(kind, fake_logits,
-                                 fake_wrong if loss_cfg.matching_aware else None,
-                                 loss_cfg.matching_weight)
-    return loss, {'g_loss': loss}
+    loss = losses.generator_loss(kind, fake_logits, fake_wrong, valid, loss_cfg.matching_weight)
+    return loss, {'g_match': losses.matching_term(kind, fake_wrong, valid)}
 
-  def train_step(state, batch, backbone_params):
+  def train_step(state, batch, backbone_params, do_r1: bool):
     step = state['step']
-    k_dz, k_gz, k_gp = jax.random.split(jax.random.fold_in(state['key'], step), 3)
+    k_dz, k_gz, k_gp, k_wrong = jax.random.split(jax.random.fold_in(state['key'], step), 4)
     real = real_pyramid(batch['image'], levels)
     batch_size = real[0].shape[0]
     text = text_features(backbone, batch, backbone_params)
-    wrong = jax.tree.map(lambda x: jnp.roll(x, 1, axis=0), text)  # other captions of the batch
+    wrong, valid = mismatched_text(text, k_wrong)
 
     # ---- D update
     fake = jax.lax.stop_gradient(
         generate(state['g'], jax.random.normal(k_dz, (batch_size, z_dim)), text))
-    do_r1 = (loss_cfg.r1_gamma > 0) & (step % loss_cfg.r1_interval == 0)
     (d_loss, d_metrics), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-        state['d'], fake, real, text, wrong, do_r1, k_gp)
+        state['d'], fake, real, text, wrong, valid, bool(do_r1) and loss_cfg.r1_gamma > 0, k_gp)
     if inject_nan:  # fault injection for tests and drills (config.train.inject_nan_steps):
       # transient faults, so only until that many skips have been counted
       # (total_skips survives a restore, the faults do not come back).
@@ -132,7 +161,8 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
 
     # ---- G update against the updated D
     (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state['g'], d_params, jax.random.normal(k_gz, (batch_size, z_dim)), text, wrong)
+        state['g'], d_params, jax.random.normal(k_gz, (batch_size, z_dim)), text, wrong, valid)
+    g_metrics['g_loss'] = g_loss
     g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'])
 
     finite = _all_finite(d_loss, g_loss, d_grads, g_grads)
@@ -156,6 +186,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
                'd_grad_norm': optax.tree.norm(d_grads), 'ema_beta': beta}
     return new_state, metrics
 
+  train_step.r1_due = functools.partial(r1_due, loss_cfg)
   return train_step
 
 
@@ -168,14 +199,39 @@ def batch_ndims(config) -> dict:
   return dict(BATCH_NDIMS, lr=4) if config.task == 'sr' else BATCH_NDIMS
 
 
-def jit_train_step(step_fn, state_shardings, mesh, ndims=BATCH_NDIMS):
+class JittedStep:
+  """A jitted train step: one compiled program per value of the static do_r1.
+
+    step(state, batch, frozen, do_r1) -> (state, metrics)
+
+  do_r1: the host's `step_fn.r1_due(host_step)`. Left out (None), it is read
+  from state['step'], which waits for the previous step to finish: fine for
+  tests and notebooks; the training loop passes it.
+  """
+
+  def __init__(self, jitted, r1_due):
+    self.jitted, self.r1_due = jitted, r1_due
+
+  def __call__(self, state, batch, frozen, do_r1=None):
+    if do_r1 is None:
+      do_r1 = self.r1_due(int(jax.device_get(state['step'])))
+    return self.jitted(state, batch, frozen, bool(do_r1))
+
+  def lower(self, state, batch, frozen, do_r1: bool = True):
+    """AOT lowering of one variant; by default the R1 one, the larger (planners, benchmarks)."""
+    return self.jitted.lower(state, batch, frozen, bool(do_r1))
+
+
+def jit_train_step(step_fn, state_shardings, mesh, ndims=BATCH_NDIMS) -> JittedStep:
   """jit with explicit shardings; the state buffer is donated (updated in place).
 
-  The batch (entries and ranks `ndims`) is sharded over ('data', 'fsdp'); the
-  frozen params (text backbone, LPIPS) are replicated.
+  step_fn: from make_train_step / make_sr_train_step. The batch (entries and
+  ranks `ndims`) is sharded over ('data', 'fsdp'); the frozen params (text
+  backbone, LPIPS) are replicated; do_r1 (argument 3) is static.
   """
   batch_sh = {k: batch_sharding(mesh, n) for k, n in ndims.items()}
-  return jax.jit(step_fn,
-                 in_shardings=(state_shardings, batch_sh, replicated(mesh)),
-                 out_shardings=(state_shardings, replicated(mesh)),
-                 donate_argnums=(0,))
+  jitted = jax.jit(step_fn, static_argnums=(3,),
+                   in_shardings=(state_shardings, batch_sh, replicated(mesh)),
+                   out_shardings=(state_shardings, replicated(mesh)),
+                   donate_argnums=(0,))
+  return JittedStep(jitted, step_fn.r1_due)

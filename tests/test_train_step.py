@@ -1,0 +1,159 @@
+"""The train steps' loss plumbing: the static lazy-R1 variants, Eq. 8 pairs
+with repeated captions, R1 of the SR step on the HR image only.
+
+Each step is compiled once per variant on the tiny configs (t2i_micro on a
+2-device batch-sharded mesh; up_tiny shrunk to 32 px crops, as in
+test_sr_train.py).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gigagan_jax import losses, parallel
+from gigagan_jax.config_utils import load_config, validate
+from gigagan_jax.text.tokenizer import make_tokenizer
+from gigagan_jax.train import state as state_lib
+from gigagan_jax.train.sr_step import box_pyramid, hr_r1_penalty, make_sr_train_step, with_low_res
+from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step, r1_weight
+
+pytestmark = pytest.mark.slow
+
+# Repeats, as captioned_shapes has: neighbours 0/1 and 4/5/6 share captions.
+CAPTIONS = ['a red circle', 'a red circle', 'two blue squares', 'a green star',
+            'a yellow triangle', 'a yellow triangle', 'a yellow triangle', 'a small red circle']
+
+
+def _mesh(shape):
+  cfg = dict(zip(('data', 'fsdp', 'tensor'), shape))
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return parallel.make_mesh(ml_collections.ConfigDict(cfg), jax.devices()[:int(np.prod(shape))])
+
+
+def _batch(config, captions, resolution, lr_side=None, seed=0):
+  rng = np.random.default_rng(seed)
+  batch = dict(make_tokenizer(config.text)(captions))
+  batch['image'] = rng.integers(0, 256, (len(captions), resolution, resolution, 3), np.uint8)
+  if lr_side:
+    batch['lr'] = rng.integers(0, 256, (len(captions), lr_side, lr_side, 3), np.uint8)
+  return {k: np.asarray(batch[k]) for k in batch_ndims(config)}
+
+
+# ------------------------------------------------------------ text-to-image
+
+@pytest.fixture(scope='module')
+def t2i():
+  config = validate(load_config('configs/t2i_micro.py'))
+  mesh = _mesh((2, 1, 1))  # the batch is sharded: pairs are drawn across shards
+  parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0)
+  step_fn = make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config)
+  return config, mesh, parts, jit_train_step(step_fn, parts.shardings, mesh)
+
+
+D_TERMS = ('d_acc', 'real_score', 'fake_score', 'd_match_real', 'd_match_fake', 'match_valid')
+
+
+def test_r1_variants_differ_only_by_the_r1_term(t2i):
+  config, mesh, parts, step = t2i
+  batch = parallel.global_batch(_batch(config, CAPTIONS, config.generator.resolution), mesh)
+  _, with_r1 = step(parts.init(config), batch, {}, True)
+  _, without = step(parts.init(config), batch, {}, False)
+  with_r1, without = jax.device_get((with_r1, without))
+  assert with_r1['r1'] > 0 and without['r1'] == 0
+  np.testing.assert_allclose(with_r1['d_loss'] - r1_weight(config.loss) * with_r1['r1'],
+                             without['d_loss'], rtol=1e-5, atol=1e-6)
+  for key in D_TERMS:
+    np.testing.assert_allclose(with_r1[key], without[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  # Both halves of Eq. 8 are in D's loss; 6 of the 8 captions have another one
+  # to pair with, so every pair is valid.
+  assert with_r1['d_match_real'] > 0 and with_r1['d_match_fake'] > 0 and with_r1['g_match'] > 0
+  assert with_r1['match_valid'] == 1.0
+
+
+def test_the_host_picks_r1_every_interval(t2i):
+  config, _, _, step = t2i
+  interval = config.loss.r1_interval
+  assert [step.r1_due(i) for i in range(2 * interval + 1)] == [
+      i % interval == 0 for i in range(2 * interval + 1)]
+  no_r1 = config.copy_and_resolve_references()
+  no_r1.loss.r1_gamma = 0.0
+  parts = t2i[2]
+  assert not make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, no_r1).r1_due(0)
+
+
+def test_identical_captions_mask_the_matching_terms_without_nan(t2i):
+  config, mesh, parts, step = t2i
+  batch = parallel.global_batch(
+      _batch(config, ['a red circle'] * 8, config.generator.resolution, seed=1), mesh)
+  _, metrics = step(parts.init(config), batch, {}, False)
+  metrics = jax.device_get(metrics)
+  assert all(np.isfinite(v) for v in metrics.values()), metrics
+  assert not metrics['skipped']
+  assert metrics['match_valid'] == 0
+  assert metrics['d_match_real'] == metrics['d_match_fake'] == metrics['g_match'] == 0
+
+
+# ------------------------------------------------------ super-resolution
+
+def _linear_d6(weights):
+  """A D on 6-channel pyramids whose logit is <weights, pyramid> per sample."""
+  def d_fn(pyramid):
+    logit = sum(jnp.einsum('bhwc,hwc->b', x, w) for x, w in zip(pyramid, weights))
+    return {'out': logit[:, None, None, None]}
+  return d_fn
+
+
+def test_sr_r1_is_on_the_hr_image_not_the_lr_channels():
+  """For a linear D, grad_hr = sum over levels of the box pyramid's transpose
+  applied to the HR channels' weights; the LR channels' weights do not enter."""
+  rng = np.random.default_rng(0)
+  levels, side = 3, 16
+  weights = [rng.normal(size=(side >> l, side >> l, 6)).astype(np.float32) for l in range(levels)]
+  grad = sum(np.repeat(np.repeat(w[..., :3], 2**l, 0), 2**l, 1) / 4**l
+             for l, w in enumerate(weights))
+  hr = jnp.asarray(rng.uniform(-1, 1, (2, side, side, 3)), jnp.float32)
+  lr = jnp.asarray(rng.uniform(-1, 1, (2, side // 4, side // 4, 3)), jnp.float32)
+  r1 = hr_r1_penalty(_linear_d6([jnp.asarray(w) for w in weights]), hr, lr, levels)
+  np.testing.assert_allclose(r1, np.sum(grad ** 2), rtol=1e-5)
+  # Other LR-channel weights: the same penalty.
+  other = [np.concatenate([w[..., :3], 10 * rng.normal(size=w[..., 3:].shape)], -1) for w in weights]
+  np.testing.assert_allclose(hr_r1_penalty(_linear_d6([jnp.asarray(w) for w in other]), hr, lr,
+                                           levels), r1, rtol=1e-5)
+
+
+HR = 32
+
+
+@pytest.fixture(scope='module')
+def sr():
+  config = load_config('configs/up_tiny.py')
+  config.data.resolution, config.data.degradation.hr_size, config.data.batch_size = 64, HR, 8
+  d = config.discriminator
+  d.channels, d.levels = (32, 32, 16, 16), 2
+  config = validate(config)
+  mesh = _mesh((1, 1, 1))
+  parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0)
+  step_fn = make_sr_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config)
+  step = jit_train_step(step_fn, parts.shardings, mesh, batch_ndims(config))
+  batch = _batch(config, CAPTIONS, HR, HR // config.upsampler.scale)
+  return config, mesh, parts, step, batch
+
+
+def test_sr_step_r1_metric_is_the_hr_only_penalty(sr):
+  config, mesh, parts, step, batch = sr
+  state = parts.init(config)
+  d_params = jax.device_get(state['d'])  # before the step donates the state
+  _, metrics = step(state, parallel.global_batch(batch, mesh), {'backbone': {}, 'lpips': {}}, True)
+
+  text = {'tokens': jnp.asarray(batch['tokens']), 'eot': jnp.asarray(batch['eot'])}
+  hr = jnp.asarray(batch['image'], jnp.float32) / 127.5 - 1
+  lr = jnp.asarray(batch['lr'], jnp.float32) / 127.5 - 1
+  levels = config.discriminator.levels
+  logit_sum = lambda pyr: losses.total_logit(parts.d.apply({'params': d_params}, pyr, text))
+  sq = lambda grads: jnp.mean(sum(jnp.sum(g ** 2, axis=(1, 2, 3)) for g in grads))
+  expected = sq([jax.grad(lambda x: logit_sum(with_low_res(box_pyramid(x, levels), lr)))(hr)])
+  # What the step computed before: the gradient w.r.t. every channel of every
+  # level, LR channels included. The check below tells the two apart.
+  everything = sq(jax.grad(logit_sum)(with_low_res(box_pyramid(hr, levels), lr)))
+  assert abs(float(everything) / float(expected) - 1) > 0.05, (everything, expected)
+  np.testing.assert_allclose(float(metrics['r1']), float(expected), rtol=1e-4)
