@@ -43,7 +43,7 @@ def get_sr_config(upsampler, hr_size: int):
   loss = c.loss
   loss.pixel_weight = 1.0            # L1 on [-1, 1] images
   loss.lpips_weight = 0.0            # paper: 10 (64->512); needs lpips_path
-  loss.lpips_path = ''               # npz from `python -m gigagan_jax.evaluate.lpips`
+  loss.lpips_path = ''               # npz from `python -m gigagan_jax.frozen.lpips`
   loss.gan_weight = 1.0              # 0: no D (pixel / perceptual losses only)
   loss.r1_interval = 4
 

@@ -25,7 +25,7 @@ def _img(w, h, seed, mode='RGB'):
 
 
 def _plant(src):
-  """A folder with 5 good images, 3 corrupt files and 1 image without caption.
+  """A folder with 6 good images, 3 corrupt files and 2 images without caption.
 
   Returns (good {relpath: caption}, corrupt relpaths, missing-caption relpaths).
   """
@@ -37,15 +37,19 @@ def _plant(src):
       with open(os.path.join(src, os.path.splitext(rel)[0] + '.txt'), 'w') as f:
         f.write(caption)
       good[rel] = ' '.join(caption.split())
-  save('a.jpg', _img(80, 60, 0), 'a wide photo\nof noise', quality=90)
-  save('b.png', _img(40, 90, 1), 'a tall png')
+  # Odd margins (21 and 51 px): the crop's offset rounds down, as PIL's does.
+  save('a.jpg', _img(81, 60, 0), 'a wide photo\nof noise', quality=90)
+  save('b.png', _img(40, 91, 1), 'a tall png')
   save('sub/c.webp', _img(64, 64, 2), 'a webp in a subfolder')
   save('sub/deeper/d.png', _img(50, 50, 3, 'RGBA'), 'transparent')
   # Captioned by the jsonl index, not by a sidecar.
   _img(100, 100, 4).save(os.path.join(src, 'sub', 'e.jpg'))
   good['sub/e.jpg'] = 'from the index'
+  # Captioned by both: the sidecar wins.
+  save('sub/both.png', _img(36, 36, 8), 'the sidecar wins')
   with open(os.path.join(src, 'captions.jsonl'), 'w') as f:
     f.write(json.dumps({'file': 'sub/e.jpg', 'caption': 'from the index'}) + '\n')
+    f.write(json.dumps({'file': 'sub/both.png', 'caption': 'the index loses'}) + '\n')
     f.write(json.dumps({'file': 'gone.jpg', 'caption': 'no such image'}) + '\n')
   # Corrupt: truncated JPEG, empty PNG, text pretending to be a JPEG.
   buf = io.BytesIO()
@@ -100,11 +104,88 @@ def test_written_examples_are_the_good_images(built):
     assert r['image'].shape == (32, 32, 3) and r['image'].dtype == np.uint8
     got[r['file'].decode()] = (r['caption'].decode(), r['image'])
   assert {k: v[0] for k, v in got.items()} == good
-  # Center crop + resize: matches Pillow on the same file.
-  expect, _ = image_folder.load_image(os.path.join(src, 'b.png'), 32)
-  np.testing.assert_array_equal(got['b.png'][1], expect)
+  # Center crop + resize: what Pillow itself gives for the file, opened,
+  # cropped to its centred square and resized with the Lanczos filter the
+  # module docstring names. b.png is 40 x 91 (rows 25-64 kept), a.jpg 81 x 60
+  # (columns 10-69 kept).
+  for rel, box in (('b.png', (0, 25, 40, 65)), ('a.jpg', (10, 0, 70, 60))):
+    with Image.open(os.path.join(src, rel)) as im:
+      want = np.asarray(im.convert('RGB').crop(box).resize((32, 32), Image.LANCZOS))
+    np.testing.assert_array_equal(got[rel][1], want, err_msg=rel)
+  # The sidecar caption, not the index entry that also names the image.
+  assert got['sub/both.png'][0] == 'the sidecar wins'
   # Transparency is composited on white, not black.
   assert got['sub/deeper/d.png'][1].mean() > 100
+
+
+@pytest.mark.parametrize('index', ['captions.jsonl', 'captions.csv'])
+def test_sidecar_wins_over_index_entry(tmp_path, index):
+  """An image named by both a sidecar .txt and the index gets the sidecar's
+  caption; a blank sidecar is no caption, so the index's is used."""
+  for name in ('both', 'blank', 'index_only'):
+    _img(8, 8, 0).save(tmp_path / f'{name}.png')
+  (tmp_path / 'both.txt').write_text('from the  sidecar\n')
+  (tmp_path / 'blank.txt').write_text(' \n')
+  rows = [('both.png', 'from the index'), ('blank.png', 'blank sidecar, index caption'),
+          ('index_only.png', 'only in the index')]
+  if index.endswith('.jsonl'):
+    (tmp_path / index).write_text(''.join(json.dumps({'file': f, 'caption': c}) + '\n'
+                                          for f, c in rows))
+  else:
+    (tmp_path / index).write_text('file,caption\n' + ''.join(f'{f},"{c}"\n' for f, c in rows))
+  assert dict(image_folder.scan_folder(str(tmp_path))) == {
+      'both.png': 'from the sidecar', 'blank.png': 'blank sidecar, index caption',
+      'index_only.png': 'only in the index'}
+
+
+def _names(n, prefix=''):
+  return [f'{prefix}dir{i % 7}/img_{i:05d}.jpg' for i in range(n)]
+
+
+def test_test_fraction_share_is_the_fraction_on_many_names():
+  """The hash split holds out about `fraction` of any large set of names (within
+  5 binomial standard deviations), none at fraction 0."""
+  names = _names(20000)
+  for fraction in (0.01, 0.1, 0.5):
+    share = np.mean([image_folder._in_test(n, fraction) for n in names])
+    assert abs(share - fraction) < 5 * np.sqrt(fraction * (1 - fraction) / len(names)), \
+        (fraction, share)
+  assert not any(image_folder._in_test(n, 0.0) for n in names)
+  # Nested: a name held out at 0.1 is held out at every larger fraction.
+  assert all(image_folder._in_test(n, 0.5) for n in names if image_folder._in_test(n, 0.1))
+
+
+def _split_files(builder):
+  return {split: sorted(r['file'].decode() for r in builder.as_data_source(split))
+          for split in builder.info.splits}
+
+
+def test_test_fraction_split_is_stable_disjoint_and_complete(tmp_path):
+  """Two builds, of the same files in two folders (the second written in the
+  reverse order, with more images besides), hold out the same files; each
+  build's train and test splits are disjoint and together all its images."""
+  names = [f'{d}/{i}.png' for d in ('a', 'b/c') for i in range(20)]
+  # Sorted among the others (before, between, after): a split by position would shift.
+  extra = [f'{d}/{i}_new.png' for d in ('0', 'a', 'b') for i in range(7)]
+  builds = {}
+  for key, files in (('first', names), ('second', list(reversed(names + extra)))):
+    src = tmp_path / key
+    for n, rel in enumerate(files):
+      os.makedirs(src / os.path.dirname(rel), exist_ok=True)
+      _img(8, 8, n).save(src / rel)
+      (src / rel).with_suffix('.txt').write_text(f'image {rel}')
+    b, report = prepare.build_image_folder(str(src), str(tmp_path / f'out_{key}'), 16,
+                                           test_fraction=0.25, progress=False)
+    splits = _split_files(b)
+    assert set(splits) == {'train', 'test'}
+    assert not set(splits['train']) & set(splits['test'])
+    assert sorted(splits['train'] + splits['test']) == sorted(files)
+    assert report.written == {k: len(v) for k, v in splits.items()}
+    builds[key] = splits
+  first, second = builds['first'], builds['second']
+  assert 0 < len(first['test']) < len(names)  # a real split, not all or nothing
+  assert [f for f in second['test'] if f in names] == first['test']
+  assert [f for f in second['train'] if f in names] == first['train']
 
 
 def test_pipeline_reads_image_folder_and_resolution_mismatch_errors(built):
@@ -114,7 +195,7 @@ def test_pipeline_reads_image_folder_and_resolution_mismatch_errors(built):
   it = pipeline.make_dataset(c, tokenize=_tok, seed=0, process_index=0, process_count=1,
                              num_epochs=1)
   captions = [str(x) for batch in it for x in batch['caption']]
-  assert len(captions) == 4 and set(captions) <= set(good.values())
+  assert len(captions) == len(good) // 2 * 2 and set(captions) <= set(good.values())
   c.resolution = 64
   with pytest.raises(ConfigError, match=r'config\.data\.resolution=64.*prepared at \[32\] px'):
     pipeline.ensure_dataset(c)

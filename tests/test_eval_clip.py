@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from gigagan_jax.evaluate import clip_model, clip_score
+from gigagan_jax.evaluate import clip_score
+from gigagan_jax.frozen import clip_model
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gigagan_jax.evaluate import lpips
+from gigagan_jax.frozen import lpips
 
 torch = pytest.importorskip('torch')
 lpips_ref = pytest.importorskip('lpips')  # the PyPI package (requirements-test.txt)

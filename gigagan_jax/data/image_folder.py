@@ -176,7 +176,10 @@ def load_image(path: str, resolution: int) -> tuple:
       raise ValueError('image has zero size')
     s = min(w, h)
     box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    im = im.resize((resolution, resolution), Image.LANCZOS, box=box)
+    # Crop, then resize: resize(box=...) lets the filter read pixels outside
+    # the square, so its output is not that of the centre crop (nor what
+    # evaluate/preprocess.py's crop_resize gives real images).
+    im = im.crop(box).resize((resolution, resolution), Image.LANCZOS)
     return np.asarray(im, dtype=np.uint8), s < resolution
 
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from gigagan_jax import losses
-from gigagan_jax.evaluate.lpips import lpips_loss
+from gigagan_jax.frozen.lpips import lpips_loss
 from gigagan_jax.train.step import (_all_finite, _apply_updates, box_pyramid, ema_beta,
                                     mismatched_text, r1_due, r1_weight, text_features)
 
