@@ -1,5 +1,6 @@
 """Text-conditioned GigaGAN upsampler: sizes, shapes, the bicubic start, conditioning."""
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ from gigagan_jax.models.upsampler import Upsampler, check_config
 from gigagan_jax.nn.fir import downsample2d
 from gigagan_jax.text.tokenizer import ByteTokenizer
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LEN = 24
 PROMPTS = ['a red circle', 'two blue squares on a yellow background']
 
@@ -36,18 +38,52 @@ def _wavy_images(key, batch, size, max_cycles):
   return jnp.tanh(img / 2)
 
 
-def test_paper_upsampler_sizes_and_shapes_without_memory():
-  """64 -> 512 and 128 -> 1024 with the same weights; ~359.1M params (paper, 64 -> 512)."""
-  cfg = paper_upsampler(8)
-  check_config(cfg)
-  model = _model(cfg, vocab_size=0, max_len=77)  # CLIP ViT-L/14 features, as the paper's
+# Exact parameter counts of the sized blocks (jax.eval_shape; the frozen text
+# backbone is not counted), as configs/up_base.py's docstring states them
+# rounded: paper_upsampler with CLIP ViT-L/14 features (768-d, 77 tokens);
+# tiny_upsampler with this file's byte tokenizer (max_len 24). The paper's
+# 64 -> 512 model has 359.1M; the widths were chosen to land near it.
+SIZES = {  # (block, scale): (exact count, as the config docstring writes it)
+    ('paper', 8): (358_630_560, '358.6M'),
+    ('paper', 4): (358_249_053, '358.2M'),
+    ('tiny', 4): (741_159, '0.74M'),
+    ('tiny', 8): (745_866, '0.75M'),
+}
+
+
+def _paper_inputs(cfg):
+  """CLIP ViT-L/14 features, as the paper's; 64 px inputs."""
   text = {'tokens': np.zeros((2, 77), np.int32), 'eot': np.ones((2,), np.int32),
           'features': np.zeros((2, 77, 768), np.float32)}
-  z = np.zeros((2, cfg.z_dim), np.float32)
-  lr64 = np.zeros((2, 64, 64, 3), np.float32)
+  return np.zeros((2, 64, 64, 3), np.float32), text, np.zeros((2, cfg.z_dim), np.float32)
+
+
+@pytest.mark.parametrize('block,scale', list(SIZES))
+def test_sizes_are_the_configs(block, scale):
+  if block == 'paper':
+    cfg = paper_upsampler(scale)
+    model, (lr, text, z) = _model(cfg, vocab_size=0, max_len=77), _paper_inputs(cfg)
+  else:
+    cfg = tiny_upsampler(scale)
+    model, lr = _model(cfg), np.zeros((2, 16, 16, 3), np.float32)
+    text, z = ByteTokenizer(MAX_LEN)(PROMPTS), np.zeros((2, cfg.z_dim), np.float32)
+  n = _count(jax.eval_shape(model.init, jax.random.key(0), lr, text, z))
+  exact, stated = SIZES[block, scale]
+  assert n == exact, n
+  digits = 2 if n < 1e7 else 1
+  assert f'{n / 1e6:.{digits}f}M' == stated, n
+  with open(os.path.join(REPO, 'configs', 'up_base.py'), encoding='utf-8') as f:
+    assert stated in f.read()
+
+
+def test_paper_upsampler_shapes_without_memory():
+  """64 -> 512 and 128 -> 1024 with the same weights; float32 params, bf16 compute."""
+  cfg = paper_upsampler(8)
+  check_config(cfg)
+  model = _model(cfg, vocab_size=0, max_len=77)
+  lr64, text, z = _paper_inputs(cfg)
   variables = jax.eval_shape(model.init, jax.random.key(0), lr64, text, z)
-  n = _count(variables)
-  assert abs(n / 359.1e6 - 1) < 0.03, n
+  assert _count(variables) == SIZES['paper', 8][0]
   leaves = jax.tree.leaves(variables, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
   assert all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))  # params f32, compute bf16
