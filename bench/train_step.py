@@ -72,7 +72,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import peaks
 from gigagan_jax import parallel
 from gigagan_jax.config_utils import validate
-from gigagan_jax.evaluate import lpips
+from gigagan_jax.frozen import lpips
 from gigagan_jax.text import backbone as backbone_lib
 from gigagan_jax.text import clip, minilm
 from gigagan_jax.text.tokenizer import make_tokenizer, token_mask

@@ -11,7 +11,7 @@ from gigagan_jax import parallel
 from gigagan_jax.config_utils import ConfigError, load_config, validate
 from gigagan_jax.data import captioned_shapes as cs
 from gigagan_jax.data import degrade
-from gigagan_jax.evaluate import lpips
+from gigagan_jax.frozen import lpips
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.sr_step import make_sr_train_step

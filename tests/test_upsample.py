@@ -25,9 +25,9 @@ from configs import sr_baselines
 from gigagan_jax import parallel
 from gigagan_jax import upsample
 from gigagan_jax.config_utils import load_config, validate
-from gigagan_jax.evaluate import lpips
 from gigagan_jax.evaluate import sr as sr_eval
 from gigagan_jax.evaluate import sr_metrics
+from gigagan_jax.frozen import lpips
 from gigagan_jax.models.baselines import bicubic_upsample
 from gigagan_jax.models.build import build_models, example_g_inputs
 from gigagan_jax.sample import load_run

@@ -1,10 +1,11 @@
-"""Evaluation: feature networks (Inception-v3 for FID, CLIP), metrics and reports.
+"""Evaluation: Inception-v3 for FID, metrics and reports.
+
+The frozen networks shared with the training losses (CLIP towers, LPIPS-VGG)
+live in `gigagan_jax.frozen`.
 
 Feature networks and metric cores:
   inception.py    Flax Inception-v3 exactly as used for FID + converter from the
                   standard FID weight file (pt_inception-2015-12-05-6726825d.pth).
-  clip_model.py   Flax CLIP image and text towers + converter from a Hugging Face
-                  `CLIPModel` directory.
   fid.py          Frechet distance, KID, streaming feature statistics + npz cache.
   clip_score.py   CLIP score (cosine similarity, "A photo depicts " prefix).
   preprocess.py   The GigaGAN authors' protocol: centre crop + PIL Lanczos resize,

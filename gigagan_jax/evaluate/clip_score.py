@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from gigagan_jax.evaluate.clip_model import CLIPWeights, image_embeds, text_embeds
+from gigagan_jax.frozen.clip_model import CLIPWeights, image_embeds, text_embeds
 
 DEFAULT_PREFIX = 'A photo depicts '
 

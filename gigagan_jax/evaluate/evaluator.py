@@ -123,7 +123,7 @@ class Evaluator:
           ev.cache_dir, name, lambda: self._inception_stats(self.real_images),
           protocol=self.protocol())
     if 'clip_score' in ev.metrics:
-      from gigagan_jax.evaluate import clip_model
+      from gigagan_jax.frozen import clip_model
       self.clip = clip_model.load_clip(ev.clip_dir)
       # CLIP's own BPE and context length, from the same directory.
       self.clip_tokenize = make_tokenizer(ml_collections.ConfigDict(

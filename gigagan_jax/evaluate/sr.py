@@ -17,7 +17,7 @@ Protocol (written to sr_metrics.json as 'protocol'):
     on every side (BasicSR convention, gigagan_jax/evaluate/sr_metrics.py);
     averaged over images (the mean of per-image values, as SR tables do).
   * LPIPS-VGG (when --lpips_path names the npz converted by
-    `python -m gigagan_jax.evaluate.lpips`) on the whole RGB image, mean over images.
+    `python -m gigagan_jax.frozen.lpips`) on the whole RGB image, mean over images.
   * z of image i is jax.random.normal(PRNGKey(seed + i)): one sample of the
     stochastic upsampler (baselines ignore z).
   * ms/image: the model's forward pass on the device, after a warm-up call
@@ -174,7 +174,7 @@ def metrics_of(sr: np.ndarray, hr: np.ndarray, scale: int, lpips_params=None,
   ssim = np.asarray(sr_metrics.ssim(sr, hr, crop_border=scale), np.float64)
   out = {'psnr': psnr.tolist(), 'ssim': ssim.tolist(), 'lpips': None}
   if lpips_params is not None:
-    from gigagan_jax.evaluate.lpips import lpips_distance  # pylint: disable=g-import-not-at-top
+    from gigagan_jax.frozen.lpips import lpips_distance  # pylint: disable=g-import-not-at-top
     x, y = sr.astype(np.float32) / 127.5 - 1, hr.astype(np.float32) / 127.5 - 1
     d, _ = run_batched(lambda i: lpips_distance(lpips_params, x[i], y[i]), len(sr), batch)
     out['lpips'] = np.asarray(d, np.float64).tolist()
@@ -266,7 +266,7 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
     raise ValueError('give at least one --workdir')
   if lpips_path and not os.path.isfile(lpips_path):
     raise FileNotFoundError(f'--lpips_path={lpips_path} is not a file (convert the weights with '
-                            'python -m gigagan_jax.evaluate.lpips LIN.pth VGG16.pth OUT.npz)')
+                            'python -m gigagan_jax.frozen.lpips LIN.pth VGG16.pth OUT.npz)')
   configs = {}
   for w in workdirs:  # configs first: refuse incompatible runs before any heavy work
     config, _ = run_config(w, step)
@@ -286,7 +286,7 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
       f'{pairs["hr"].shape[1]}x{pairs["hr"].shape[2]} ({scale}x)')
   lpips_params = None
   if lpips_path:
-    from gigagan_jax.evaluate.lpips import load_params_npz  # pylint: disable=g-import-not-at-top
+    from gigagan_jax.frozen.lpips import load_params_npz  # pylint: disable=g-import-not-at-top
     lpips_params = load_params_npz(lpips_path)
 
   bic, ms = bicubic_outputs(pairs, scale, batch_size)
@@ -347,7 +347,7 @@ def define_flags(flags):
   flags.DEFINE_integer('num_images', None, "--task=sr: held-out images to evaluate; default all "
                        "of the 'test' split.")
   flags.DEFINE_string('lpips_path', None, '--task=sr: LPIPS-VGG npz (python -m '
-                      'gigagan_jax.evaluate.lpips); without it LPIPS is left out.')
+                      'gigagan_jax.frozen.lpips); without it LPIPS is left out.')
   flags.DEFINE_integer('batch_size', 8, '--task=sr: images per model call.')
   flags.DEFINE_integer('seed', 0, '--task=sr: seeds HR crop positions, degradation noise and z.')
   flags.DEFINE_integer('hr_size', None, '--task=sr: HR crop side instead of the trained '

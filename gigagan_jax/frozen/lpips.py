@@ -16,7 +16,7 @@ any state dict with `features.<i>.weight` keys) and the heads are the v0.1
 weights shipped inside the `lpips` PyPI package (`lpips/weights/v0.1/vgg.pth`,
 keys `lin<k>.model.1.weight`). `load_lpips_params` converts both; it needs
 torch only for .pth files. Convert once with
-`python -m gigagan_jax.evaluate.lpips vgg.pth vgg16-397923af.pth lpips_vgg.npz`
+`python -m gigagan_jax.frozen.lpips vgg.pth vgg16-397923af.pth lpips_vgg.npz`
 and load the result with `load_params_npz`, so training and evaluation never
 import torch.
 
@@ -35,8 +35,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from flax import traverse_util
-
-from gigagan_jax.evaluate import inception
 
 LIN_WEIGHTS_FILE = 'lpips/weights/v0.1/vgg.pth'  # inside the installed `lpips` package
 VGG_WEIGHTS_URL = 'https://download.pytorch.org/models/vgg16-397923af.pth'
@@ -237,14 +235,20 @@ def _read(path: str, what: str, hint: str) -> dict[str, np.ndarray]:
   """Tensors of a .pth (needs torch) or .npz file, with an error that says which file."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{what} not found: {path!r}. {hint}')
+  if path.endswith('.npz'):
+    with np.load(path) as f:
+      return {k: f[k] for k in f.files}
   try:
-    return inception.read_state_dict(path)
+    import torch  # only to unpickle the weight file; never needed to run the network
   except ImportError as e:
     raise ImportError(
         f'{path} is a PyTorch file and reading it needs the `torch` package, which is not '
         'installed. Convert the LPIPS weights once on a machine with torch: `python -m '
-        'gigagan_jax.evaluate.lpips LIN.pth VGG16.pth lpips_vgg.npz`, then use '
+        'gigagan_jax.frozen.lpips LIN.pth VGG16.pth lpips_vgg.npz`, then use '
         '`load_params_npz`') from e
+  state = torch.load(path, map_location='cpu', weights_only=True)
+  return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+          for k, v in state.items()}
 
 
 def load_lpips_params(lin_path: str, vgg_path: str) -> dict:
@@ -278,9 +282,9 @@ def load_params_npz(path: str) -> dict:
 
 
 def _main(argv: list[str]) -> None:
-  """`python -m gigagan_jax.evaluate.lpips LIN.pth VGG16.pth OUT.npz`: torch-free params."""
+  """`python -m gigagan_jax.frozen.lpips LIN.pth VGG16.pth OUT.npz`: torch-free params."""
   if len(argv) != 3:
-    raise SystemExit('usage: python -m gigagan_jax.evaluate.lpips '
+    raise SystemExit('usage: python -m gigagan_jax.frozen.lpips '
                      'lpips/weights/v0.1/vgg.pth vgg16-397923af.pth OUT.npz')
   params = load_lpips_params(argv[0], argv[1])
   save_params_npz(params, argv[2])

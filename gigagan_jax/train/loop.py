@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 from gigagan_jax import parallel
 from gigagan_jax.config_utils import ConfigError, validate
 from gigagan_jax.data.pipeline import ensure_dataset, make_dataset
-from gigagan_jax.evaluate import lpips
+from gigagan_jax.frozen import lpips
 from gigagan_jax.models.build import z_dim
 from gigagan_jax.text.backbone import make_backbone
 from gigagan_jax.text.tokenizer import make_tokenizer
