@@ -5,23 +5,66 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from gigagan_jax import sweep
 from gigagan_jax.config_utils import load_config, load_module, validate
+from gigagan_jax.data import captioned_shapes
+from gigagan_jax.evaluate import evaluator
+from gigagan_jax.evaluate import probe as probe_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, 'configs', '*.py')))
+
+
+def _check_eval_shapes(ev):
+  """Scores a t2i_tiny run with the probe alone: no weights to download."""
+  evaluator.check_eval_config(ev, load_config('configs/t2i_tiny.py'))
+  assert set(ev.metrics) <= set(evaluator.PROBE_METRICS) and not ev.inception_path
+  _check_probe(load_config(ev.probe_config))
+
+
+def _check_eval_coco(ev):
+  """The paper's protocol (FID-30k, 256 px); the weight files come on the command line."""
+  run = load_config('configs/t2i_paper.py')
+  with pytest.raises(ValueError, match='eval_config.inception_path'):
+    evaluator.check_eval_config(ev, run)
+  ev.inception_path, ev.clip_dir = 'pt_inception.pth', 'clip-vit-base-patch32'
+  evaluator.check_eval_config(ev, run)
+  assert (ev.num_samples, ev.resolution, ev.split) == (30000, 256, 'val')
+
+
+def _check_probe(config):
+  """Builds at the tiny G's resolution; one logit per class of every attribute."""
+  assert config.resolution == load_config('configs/t2i_tiny.py').generator.resolution
+  captioned_shapes.builder_config(config.resolution, config.num_examples)  # raises if unbuildable
+  net = probe_lib.ProbeNet(tuple(config.widths), config.feature_dim)
+  x = jnp.zeros((2, config.resolution, config.resolution, 3))
+  feats, logits = jax.eval_shape(lambda: net.init_with_output(jax.random.key(0), x)[0])
+  assert feats.shape == (2, config.feature_dim)
+  assert {k: v.shape for k, v in logits.items()} == {
+      k: (2, n) for k, n in probe_lib.ATTRIBUTES.items()}
+
+
+# Configs without a discriminator (not experiments: validate() does not apply)
+# and the check of what each is for.
+OTHER_CONFIG_CHECKS = {'eval_shapes.py': _check_eval_shapes,
+                       'eval_coco2014_30k.py': _check_eval_coco,
+                       'probe_shapes.py': _check_probe}
 
 
 @pytest.mark.parametrize('path', [p for p in CONFIGS if os.path.basename(p) not in
                                   ('__init__.py', 'base.py', 'sr_base.py', 'up_base.py')], ids=os.path.basename)
 def test_every_config_loads_and_validates(path):
   config = load_module(path).get_config(None)
-  if 'discriminator' in config:  # experiment configs; eval/probe configs have their own checks
+  if 'discriminator' in config:  # experiment configs
     validate(config)
   else:
-    assert config.to_dict()
+    name = os.path.basename(path)
+    assert name in OTHER_CONFIG_CHECKS, f'{name}: add a check of what it is for'
+    OTHER_CONFIG_CHECKS[name](config)
 
 
 def test_ablation_sweep_names_and_overrides():
@@ -37,13 +80,15 @@ def test_ablation_sweep_names_and_overrides():
   assert v.generator.pyramid_levels == 1 and v.discriminator.exits == 'last'
   assert variants['no_matching_aware'].config.loss.matching_aware is False
   assert variants['width_half'].config.generator.channels == tuple(c // 2 for c in base.generator.channels)
-  # Only the named fields change.
-  flat = lambda c: {k: v for k, v in _flatten(c.to_dict()).items()}
-  for name, var in variants.items():
-    changed = {k for k, v in flat(var.config).items() if flat(base)[k] != v}
-    assert changed == set(var.overrides), name
-  paper = {v.name: v.config for v in sweep.expand('configs/ablations.py:paper')}
-  assert paper['full'].generator.resolution == 64 and len(paper) == 7
+  # Only the named fields change, in the tiny and in the paper sweep.
+  flat = lambda c: _flatten(c.to_dict())
+  paper = {v.name: v for v in sweep.expand('configs/ablations.py:paper')}
+  assert list(paper) == list(variants) and paper['full'].config.generator.resolution == 64
+  paper_base = load_config('configs/t2i_paper.py')
+  for base_config, sweep_variants in ((base, variants), (paper_base, paper)):
+    for name, var in sweep_variants.items():
+      changed = {k for k, v in flat(var.config).items() if flat(base_config)[k] != v}
+      assert changed == set(var.overrides), name
 
 
 def _flatten(d, prefix=''):
