@@ -45,6 +45,13 @@ def get_sr_config(upsampler, hr_size: int):
   loss.lpips_weight = 0.0            # paper: 10 (64->512); needs lpips_path
   loss.lpips_path = ''               # npz from `python -m gigagan_jax.frozen.lpips`
   loss.gan_weight = 1.0              # 0: no D (pixel / perceptual losses only)
+  # Schedules of the weights above: (step, multiplier) points of a piecewise-
+  # linear curve in the step count, () = 1 throughout. PSNR first, then GAN
+  # (Real-ESRNet -> Real-ESRGAN): gan_weight_schedule = ((0, 0.), (N, 0.),
+  # (N + ramp, 1.)), and the same for lpips_weight_schedule.
+  loss.pixel_weight_schedule = ()
+  loss.lpips_weight_schedule = ()
+  loss.gan_weight_schedule = ()
   loss.r1_interval = 4
 
   c.train.ema_halflife_kimg = 1.0

@@ -135,6 +135,15 @@ def _validate_discriminator(d, r: int):
            f"must be 'all' or 'last', got {d.get('exits')!r}")
 
 
+def _check_schedule(points, field: str):
+  """A loss-weight schedule: () or (step, multiplier) pairs, steps non-decreasing."""
+  ok = isinstance(points, (tuple, list)) and all(
+      isinstance(p, (tuple, list)) and len(p) == 2 and p[0] >= 0 and p[1] >= 0 for p in points)
+  _require(ok, field, f'must be () or (step, multiplier) pairs, both >= 0, got {points!r}')
+  steps = [p[0] for p in points]
+  _require(steps == sorted(steps), field, f'steps must not decrease, got {steps}')
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks field combinations; returns the config for chaining."""
   task = config.get('task', 't2i')
@@ -156,6 +165,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   decay = config.train.get('ema_decay', 0.0)
   _require(0 <= decay < 1, 'train.ema_decay',
            f'must be in [0, 1) (0: use train.ema_halflife_kimg), got {decay}')
+  for field in sorted(config.loss):
+    if field.endswith('_schedule'):
+      _check_schedule(config.loss[field], f'loss.{field}')
   for field in ('clip_weight', 'vision_aided_weight'):
     _require(config.loss[field] == 0, f'loss.{field}',
              'the CLIP-contrastive and vision-aided losses are not in the train step yet; '

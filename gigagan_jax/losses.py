@@ -138,6 +138,32 @@ def generator_loss(kind: str, fake, fake_mismatched=None, valid=None, matching_w
   return loss
 
 
+def piecewise_linear(points, step):
+  """Value at `step` of the piecewise-linear curve through `points`.
+
+  points: sequence of (step, value) pairs, steps non-decreasing; constant
+  before the first and after the last. Empty: 1.0. step: int scalar (traced
+  is fine). Returns float32 [].
+  """
+  if not points:
+    return jnp.ones((), jnp.float32)
+  xs = jnp.asarray([float(p[0]) for p in points], jnp.float32)
+  ys = jnp.asarray([float(p[1]) for p in points], jnp.float32)
+  return jnp.interp(jnp.asarray(step, jnp.float32), xs, ys)
+
+
+def scheduled_weight(loss_cfg, name: str, step):
+  """loss_cfg[name] times its schedule loss_cfg[name + '_schedule'] at `step`.
+
+  The schedule is a tuple of (step, multiplier) points (`piecewise_linear`;
+  () = always 1), so the weight field keeps its meaning as the full-strength
+  weight, e.g. gan_weight_schedule = ((0, 0.), (100_000, 0.), (110_000, 1.))
+  trains on the other losses first and ramps the GAN term in over 10k steps.
+  step: the number of steps done before this one (state['step']).
+  """
+  return loss_cfg[name] * piecewise_linear(loss_cfg.get(name + '_schedule', ()), step)
+
+
 def total_logit(logits) -> jax.Array:
   """Scalar whose gradient w.r.t. the images drives R1 / gradient penalties."""
   return sum(jnp.sum(jnp.mean(v, axis=(1, 2, 3))) for v in logits.values())

@@ -214,6 +214,35 @@ def test_ema_decay_must_be_below_one():
     validate(config)
 
 
+def test_piecewise_linear_schedule():
+  points = ((0, 0.0), (100, 0.0), (300, 1.0))
+  for step, expected in ((0, 0.0), (50, 0.0), (100, 0.0), (200, 0.5), (250, 0.75), (300, 1.0),
+                         (10_000, 1.0)):
+    np.testing.assert_allclose(losses.piecewise_linear(points, jnp.int32(step)), expected,
+                               atol=1e-7, err_msg=str(step))
+  assert float(losses.piecewise_linear((), 123)) == 1.0  # no schedule: full weight
+  # Traced steps (inside the train step) give the same values.
+  f = jax.jit(lambda s: losses.piecewise_linear(points, s))
+  np.testing.assert_allclose(f(jnp.int32(200)), 0.5)
+
+
+def test_scheduled_weight_scales_the_configured_weight():
+  cfg = ml_collections.ConfigDict({'gan_weight': 0.1, 'gan_weight_schedule': ((10, 0.0), (20, 1.0)),
+                                   'pixel_weight': 1.0})
+  np.testing.assert_allclose(losses.scheduled_weight(cfg, 'gan_weight', 0), 0.0)
+  np.testing.assert_allclose(losses.scheduled_weight(cfg, 'gan_weight', 15), 0.05, rtol=1e-6)
+  np.testing.assert_allclose(losses.scheduled_weight(cfg, 'gan_weight', 99), 0.1, rtol=1e-6)
+  np.testing.assert_allclose(losses.scheduled_weight(cfg, 'pixel_weight', 5), 1.0)  # no schedule
+
+
+@pytest.mark.parametrize('schedule', [((10, 1.0), (5, 0.0)), ((0, -1.0),), ((0, 1.0, 2.0),)])
+def test_bad_schedules_name_the_field(schedule):
+  config = load_config('configs/up_tiny.py')
+  config.loss.gan_weight_schedule = schedule
+  with pytest.raises(ConfigError, match='loss.gan_weight_schedule'):
+    validate(config)
+
+
 def test_real_pyramid_box_averages_and_scales_to_unit_range():
   images = rng.integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
   full, half, quarter = real_pyramid(jnp.asarray(images), 3)

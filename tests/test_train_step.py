@@ -1,5 +1,6 @@
 """The train steps' loss plumbing: the static lazy-R1 variants, Eq. 8 pairs
-with repeated captions, R1 of the SR step on the HR image only.
+with repeated captions, R1 of the SR step on the HR image only, loss-weight
+schedules read from state['step'].
 
 Each step is compiled once per variant on the tiny configs (t2i_micro on a
 2-device batch-sharded mesh; up_tiny shrunk to 32 px crops, as in
@@ -130,6 +131,8 @@ def sr():
   config.data.resolution, config.data.degradation.hr_size, config.data.batch_size = 64, HR, 8
   d = config.discriminator
   d.channels, d.levels = (32, 32, 16, 16), 2
+  # PSNR first, then the GAN term ramped in: 0 up to step 10, full at step 20.
+  config.loss.gan_weight_schedule = ((0, 0.0), (10, 0.0), (20, 1.0))
   config = validate(config)
   mesh = _mesh((1, 1, 1))
   parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0)
@@ -157,3 +160,20 @@ def test_sr_step_r1_metric_is_the_hr_only_penalty(sr):
   everything = sq(jax.grad(logit_sum)(with_low_res(box_pyramid(hr, levels), lr)))
   assert abs(float(everything) / float(expected) - 1) > 0.05, (everything, expected)
   np.testing.assert_allclose(float(metrics['r1']), float(expected), rtol=1e-4)
+
+
+def test_sr_gan_weight_follows_its_schedule_of_the_step(sr):
+  config, mesh, parts, step, batch = sr
+  frozen = {'backbone': {}, 'lpips': {}}
+  # The R1 variant, as the test above: one SR program compiled for both tests.
+  state, first = step(parts.init(config), parallel.global_batch(batch, mesh), frozen, True)
+  first = jax.device_get(first)
+  assert first['gan_weight'] == 0.0 and first['g_adv'] > 0
+  np.testing.assert_allclose(first['g_loss'], config.loss.pixel_weight * first['pixel'], rtol=1e-6)
+  # Mid-ramp (state['step'] = 15): half the configured weight.
+  state = dict(state, step=jax.device_put(jnp.int32(15), state['step'].sharding))
+  _, mid = step(state, parallel.global_batch(batch, mesh), frozen, True)
+  mid = jax.device_get(mid)
+  np.testing.assert_allclose(mid['gan_weight'], 0.5 * config.loss.gan_weight, rtol=1e-6)
+  np.testing.assert_allclose(mid['g_loss'], config.loss.pixel_weight * mid['pixel'] +
+                             mid['gan_weight'] * mid['g_adv'], rtol=1e-5)

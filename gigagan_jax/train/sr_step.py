@@ -20,9 +20,16 @@ R1 penalises D's gradient w.r.t. the HR image only: the LR channels are the
 condition, not the data (like the caption), and they are the same for real
 and fake, so their gradient is no part of "D is smooth around the reals".
 
+The loss weights follow their schedules, loss.<name>_schedule (piecewise
+linear in the step, losses.scheduled_weight): e.g. a GAN term ramped in after
+a PSNR-only phase, Real-ESRNet then Real-ESRGAN. D trains from the start all
+the same (its weight is a trace-time constant, the schedule is not), so the
+GAN term meets a D that already tells the model's outputs from real ones.
+
 Randomness, the static do_r1, skipping of non-finite steps and the EMA are as
 in step.py.
 """
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -83,20 +90,22 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None):
     loss = loss + r1 * r1_weight(loss_cfg)
     return loss, {'d_loss': loss, 'r1': r1, 'd_acc': losses.d_accuracy(real_logits, fake_logits)}
 
-  def g_loss_fn(g_params, d_params, lr, hr, z, text, wrong, valid, lpips_params):
+  def g_loss_fn(g_params, d_params, lr, hr, z, text, wrong, valid, lpips_params, step):
     fake = g.apply({'params': g_params}, lr, text, z)
     pixel = jnp.mean(jnp.abs(fake - hr))
-    loss, metrics = loss_cfg.pixel_weight * pixel, {'pixel': pixel}
+    weight = functools.partial(losses.scheduled_weight, loss_cfg, step=step)
+    loss, metrics = weight('pixel_weight') * pixel, {'pixel': pixel}
     if loss_cfg.lpips_weight > 0:
       perceptual = lpips_loss(lpips_params, fake, hr)
-      loss, metrics['lpips'] = loss + loss_cfg.lpips_weight * perceptual, perceptual
+      loss, metrics['lpips'] = loss + weight('lpips_weight') * perceptual, perceptual
     if use_gan:
       if matching:
         fake_logits, fake_wrong = d.apply({'params': d_params}, d_input(fake, lr), text, wrong)
       else:
         fake_logits, fake_wrong = d.apply({'params': d_params}, d_input(fake, lr), text), None
       adv = losses.generator_loss(kind, fake_logits, fake_wrong, valid, loss_cfg.matching_weight)
-      loss, metrics['g_adv'] = loss + loss_cfg.gan_weight * adv, adv
+      gan_weight = weight('gan_weight')
+      loss, metrics['g_adv'], metrics['gan_weight'] = loss + gan_weight * adv, adv, gan_weight
     return loss, dict(metrics, g_loss=loss)
 
   def train_step(state, batch, frozen, do_r1: bool):
@@ -119,7 +128,7 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None):
 
     (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
         state['g'], d_params, lr, hr, jax.random.normal(k_gz, (b, z_dim)), text, wrong, valid,
-        frozen.get('lpips'))
+        frozen.get('lpips'), step)
     g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'])
 
     finite = _all_finite(d_metrics.get('d_loss', 0.0), g_loss, d_grads, g_grads)
