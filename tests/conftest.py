@@ -26,6 +26,37 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='giga
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '1')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALLOWED_SKIPS = os.path.join(REPO, 'tests', 'allowed_skips.txt')
+
+
+def _allowed_skip_reasons() -> list[str]:
+  with open(ALLOWED_SKIPS) as f:
+    return [line.strip() for line in f if line.strip() and not line.startswith('#')]
+
+
+_unallowed_skips = []
+
+
+def pytest_runtest_logreport(report):
+  """Collects skips and xfails (under xdist: on the controller, from every worker)."""
+  if report.skipped:
+    reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if hasattr(report, 'wasxfail'):
+      reason = f'xfail: {report.wasxfail}'
+    if not any(allowed in reason for allowed in _allowed_skip_reasons()):
+      _unallowed_skips.append(f'{report.nodeid}: {reason}')
+
+
+def pytest_terminal_summary(terminalreporter):
+  if _unallowed_skips:
+    terminalreporter.section('skips that fail the suite (tests/allowed_skips.txt)', red=True)
+    for line in _unallowed_skips:
+      terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session, exitstatus):
+  if _unallowed_skips and exitstatus == 0:
+    session.exitstatus = 1
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

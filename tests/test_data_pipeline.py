@@ -2,7 +2,9 @@
 import hashlib
 import sys
 
+import grain
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from configs import base
@@ -96,8 +98,6 @@ def test_state_after_k_batches_restores_exactly(data_cfg):
 
 
 def test_state_restores_through_orbax_checkpoint(data_cfg, tmp_path):
-  grain = pytest.importorskip('grain')
-  ocp = pytest.importorskip('orbax.checkpoint')
   it = _make(data_cfg)
   for _ in range(3):
     next(it)

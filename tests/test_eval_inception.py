@@ -4,9 +4,9 @@ import pytest
 
 from gigagan_jax.evaluate import inception
 
-torch = pytest.importorskip('torch')
-torchvision = pytest.importorskip('torchvision')
-pytorch_fid_inception = pytest.importorskip('pytorch_fid.inception')
+import pytorch_fid.inception as pytorch_fid_inception
+import torch
+import torchvision
 
 
 def _random_fid_network(seed=0):

@@ -9,8 +9,8 @@ import pytest
 
 from gigagan_jax.frozen import lpips
 
-torch = pytest.importorskip('torch')
-lpips_ref = pytest.importorskip('lpips')  # the PyPI package (requirements-test.txt)
+import lpips as lpips_ref  # the PyPI package (requirements-test.txt)
+import torch
 
 # lpips asks torchvision for `vgg16(pretrained=False)`, a deprecated spelling of weights=None.
 pytestmark = pytest.mark.filterwarnings('ignore:.*deprecated since 0.13:UserWarning')

