@@ -72,11 +72,21 @@ def test_cli_writes_json_html_and_tensorboard(run_dir, probe_dir):
   # Evaluated steps are kept, not redone.
   again = subprocess.run([c for c in cmd if c != '--all'] + ['--step=5'],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert again.returncode == 0 and 'already in' in again.stdout
-  # Other settings never share a table with these numbers.
-  changed = subprocess.run([c.replace('num_samples=40', 'num_samples=24') for c in cmd],
-                           cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert changed.returncode != 0 and 'other eval_config settings' in changed.stderr
+  assert again.returncode == 0 and 'already in' in again.stdout, again.stderr[-3000:]
+  assert 'nothing new' in again.stdout  # and the networks were not built for nothing
+  # Other settings never share a table with these numbers ...
+  changed = [c.replace('num_samples=40', 'num_samples=24') for c in cmd if c != '--all']
+  refused = subprocess.run(changed + ['--step=5'], cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
+  assert refused.returncode != 0 and 'other eval_config settings' in refused.stderr
+  # ... unless --overwrite starts the table afresh: only the new step, new settings.
+  redone = subprocess.run(changed + ['--step=5', '--overwrite'], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+  assert redone.returncode == 0, redone.stderr[-3000:]
+  with open(os.path.join(out_dir, 'metrics.json')) as f:
+    record = json.load(f)
+  assert sorted(record['steps']) == ['5']
+  assert record['eval_config']['num_samples'] == record['protocol']['num_generated'] == 24
 
 
 def test_data_parallel_evaluation_matches_one_device(run_dir, probe_dir):

@@ -76,14 +76,18 @@ def main(argv):
                          '--overwrite replaces it, or set --eval_config.name=OTHER')
   if FLAGS.overwrite:
     record = {'steps': {}}
+  for step in steps:
+    if str(step) in record['steps']:
+      print(f'evaluate: step {step} already in {out_dir}/metrics.json (--overwrite to redo)')
+  todo = [step for step in steps if str(step) not in record['steps']]
+  if not todo:  # nothing to compute: no networks to build, no probe to load
+    print(f'evaluate: nothing new; report: {os.path.abspath(os.path.join(out_dir, "report.html"))}')
+    return
   os.makedirs(out_dir, exist_ok=True)
   evaluator = Evaluator(workdir, ev)  # names a missing weight file or probe
   record.update(eval_config=settings, protocol=evaluator.protocol())
   writer = TensorBoardWriter(out_dir)
-  for step in steps:
-    if str(step) in record['steps']:
-      print(f'evaluate: step {step} already in {out_dir}/metrics.json (--overwrite to redo)')
-      continue
+  for step in todo:
     metrics, images = evaluator.evaluate(step)
     record['steps'][str(step)] = metrics
     record.setdefault('sample_prompts', {})[str(step)] = report.save_samples(
