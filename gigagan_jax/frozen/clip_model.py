@@ -1,6 +1,8 @@
 """CLIP image and text towers in Flax, with a converter from Hugging Face `CLIPModel`.
 
-Used for the CLIP score (OpenAI CLIP ViT-B/32 in the GigaGAN protocol). The
+Used for the CLIP score (OpenAI CLIP ViT-B/32 in the GigaGAN protocol), the
+CLIP contrastive loss (clip_loss.py) and the vision-aided D (vision_aided.py;
+it taps the image tower's hidden states, `CLIPVisionTransformer(taps=...)`). The
 text tower is the project's `gigagan_jax.text.clip.CLIPTextTransformer` (the
 same one GigaGAN's frozen text backbone uses); this module adds the ViT image
 tower and the image projection and wraps both in one pytree:
@@ -29,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import linen as nn
 from flax import struct
 
@@ -74,6 +77,15 @@ class CLIPConfig:
   name: str = ''  # where the weights came from, for reports
 
 
+def vit_b32_config() -> CLIPConfig:
+  """OpenAI CLIP ViT-B/32's sizes (openai/clip-vit-base-patch32): the CLIP of the
+  CLIP score, the vision-aided D (paper Table A2) and our CLIP loss. For sizing
+  without weights (memory planning)."""
+  return CLIPConfig(vision=CLIPVisionConfig(),
+                    text=CLIPTextConfig.from_hf(_HF_TEXT_DEFAULTS, projection_dim=512),
+                    projection_dim=512, name='ViT-B/32 (shapes only)')
+
+
 def _activation(name: str):
   if name == 'quick_gelu':  # OpenAI CLIP's sigmoid approximation of GELU
     return lambda x: x * jax.nn.sigmoid(1.702 * x)
@@ -107,12 +119,19 @@ class CLIPVisionTransformer(nn.Module):
   """ViT image tower: normalised pixels [B, S, S, C] (S = image_size) -> pooled [B, D].
 
   Pooled = post_layernorm of the class token after the last layer.
+
+  With `taps` (static tuple of ints, Hugging Face `hidden_states` numbering:
+  0 = the embeddings after pre_layrnorm, i = the output of layer i, no final
+  LayerNorm) it returns those hidden states instead, a tuple of [B, 1 + N, D]
+  (class token first, then N = (S / patch)^2 patches row-major). Only layers
+  up to max(taps) run, so a tower initialised that way has no parameters for
+  the layers above (nor post_layernorm): the vision-aided D keeps that subset.
   """
   cfg: CLIPVisionConfig
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, pixels):
+  def __call__(self, pixels, taps: tuple[int, ...] | None = None):
     cfg = self.cfg
     p, d = cfg.patch_size, cfg.hidden_size
     if pixels.shape[1:] != (cfg.image_size, cfg.image_size, cfg.num_channels):
@@ -128,6 +147,13 @@ class CLIPVisionTransformer(nn.Module):
     x = x + pos[None].astype(self.dtype)
     ln = lambda name: nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name=name)
     x = ln('pre_layrnorm')(x)  # (sic: the Hugging Face name)
+    if taps is not None:
+      if not taps or min(taps) < 0 or max(taps) > cfg.num_hidden_layers:
+        raise ValueError(f'CLIP vision taps must be in 0..{cfg.num_hidden_layers}, got {taps}')
+      hidden = [x]
+      for i in range(max(taps)):
+        hidden.append(VisionLayer(cfg, self.dtype, name=f'layers_{i}')(hidden[-1]))
+      return tuple(hidden[t] for t in taps)
     for i in range(cfg.num_hidden_layers):
       x = VisionLayer(cfg, self.dtype, name=f'layers_{i}')(x)
     return ln('post_layernorm')(x[:, 0])
@@ -164,7 +190,11 @@ class CLIP(nn.Module):
     cfg = self.cfg
     x = resize_for_clip(images.astype(jnp.float32), cfg.vision.image_size)
     x = (x - jnp.asarray(cfg.image_mean, jnp.float32)) / jnp.asarray(cfg.image_std, jnp.float32)
-    return self.visual_projection(self.vision_model(x))
+    return self.encode_pixels(x)
+
+  def encode_pixels(self, pixels):
+    """Already preprocessed pixels [B, S, S, 3] (S = image_size) -> [B, projection_dim]."""
+    return self.visual_projection(self.vision_model(pixels))
 
   def encode_text(self, tokens, eot):
     """tokens int32 [B, L] (CLIP BPE), eot int32 [B] (index of <|endoftext|>).
@@ -282,13 +312,16 @@ def convert_clip(state: dict[str, np.ndarray], cfg: CLIPConfig) -> dict:
 
 
 def read_config(directory: str) -> CLIPConfig:
-  """CLIPConfig from a HF `CLIPModel` directory's config.json (+ preprocessor_config.json)."""
-  path = os.path.join(directory, 'config.json')
-  if not os.path.isfile(path):
+  """CLIPConfig from a HF `CLIPModel` directory's config.json (+ preprocessor_config.json).
+
+  `directory` may be an object-store URL (gs://...): read through etils.epath.
+  """
+  root = epath.Path(directory)
+  path = root / 'config.json'
+  if not path.is_file():
     raise FileNotFoundError(f'{directory}: no config.json (expected a Hugging Face CLIPModel '
                             'directory: config.json + model.safetensors)')
-  with open(path) as f:
-    raw = json.load(f)
+  raw = json.loads(path.read_text())
   for field in ('text_config', 'vision_config'):
     if field not in raw:
       raise KeyError(f'{path}: no {field!r}; CLIP score needs a full CLIPModel checkpoint '
@@ -296,10 +329,9 @@ def read_config(directory: str) -> CLIPConfig:
   projection_dim = raw.get('projection_dim', 512)
   text = CLIPTextConfig.from_hf({**_HF_TEXT_DEFAULTS, **raw['text_config']}, projection_dim)
   mean, std = OPENAI_IMAGE_MEAN, OPENAI_IMAGE_STD
-  pre_path = os.path.join(directory, 'preprocessor_config.json')
-  if os.path.isfile(pre_path):
-    with open(pre_path) as f:
-      pre = json.load(f)
+  pre_path = root / 'preprocessor_config.json'
+  if pre_path.is_file():
+    pre = json.loads(pre_path.read_text())
     mean, std = tuple(pre.get('image_mean', mean)), tuple(pre.get('image_std', std))
   return CLIPConfig(vision=CLIPVisionConfig.from_hf(raw['vision_config']), text=text,
                     projection_dim=projection_dim, image_mean=mean, image_std=std,
@@ -307,14 +339,17 @@ def read_config(directory: str) -> CLIPConfig:
 
 
 def load_clip(directory: str) -> CLIPWeights:
-  """CLIPWeights from a HF `CLIPModel` directory (config.json + model.safetensors)."""
-  if not os.path.isdir(directory):
+  """CLIPWeights from a HF `CLIPModel` directory (config.json + model.safetensors).
+
+  `directory` may be an object-store URL (gs://...).
+  """
+  if not epath.Path(directory).is_dir():
     raise FileNotFoundError(f'CLIP checkpoint directory not found: {directory!r}')
   cfg = read_config(directory)
-  path = os.path.join(directory, 'model.safetensors')
-  if not os.path.isfile(path):
+  path = epath.Path(directory) / 'model.safetensors'
+  if not path.is_file():
     raise FileNotFoundError(
         f'{directory}: no model.safetensors. Re-save the checkpoint once with '
         '`CLIPModel.from_pretrained(d).save_pretrained(d, safe_serialization=True)`')
-  from safetensors.numpy import load_file
-  return CLIPWeights(params=convert_clip(load_file(path), cfg), cfg=cfg)
+  from safetensors.numpy import load as load_safetensors
+  return CLIPWeights(params=convert_clip(load_safetensors(path.read_bytes()), cfg), cfg=cfg)
