@@ -14,6 +14,16 @@ In this package:
   lpips.py          LPIPS-VGG (VGG16 trunk + linear heads) and its converter;
                     the upsampler's perceptual loss (train/sr_step.py) and the
                     SR metric (evaluate/sr.py).
+  clip_preprocess.py  generated images in [-1, 1] -> CLIP pixels (area resize,
+                    CLIP mean/std), the losses' preprocessing.
+  clip_loss.py      the CLIP contrastive loss on G (paper Eq. 9).
+  vision_aided.py   the vision-aided discriminator: frozen CLIP ViT features +
+                    fixed random projection (frozen) and text-modulated conv
+                    heads (trainable), logit maps like the MS-I/O D's.
+  validate.py       validate_frozen(config): the CLIP weights and fields these
+                    losses need, with errors that name the field.
+  sizes.py          frozen_param_bytes(config): per-device bytes of the frozen
+                    params, from shapes only (memory planner).
 
 Frozen networks that live elsewhere, and why:
   text/clip.py, text/minilm.py   the frozen text backbones of G and D (CLIP
