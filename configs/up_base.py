@@ -2,7 +2,7 @@
 
 Experiment configs (configs/up_*.py) take `upsampler_config()` or one of the
 sized blocks below and override fields. The model is
-gigagan_jax/models/upsampler.py; `gigagan_jax.models.upsampler.check_config`
+gigagan_jax/models/upsampler.py; `gigagan_jax.config_utils.check_upsampler`
 validates a block. Values the paper leaves open (PAPER_NOTES.md 4, 7) are
 our choice and marked "open question".
 

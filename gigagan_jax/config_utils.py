@@ -88,13 +88,92 @@ def _validate_generator(g, data) -> int:
   return r
 
 
+# ---------------------------------------------------- config.upsampler blocks
+# The checks live here, with the rest of validation, so that models import
+# this module and never the other way round.
+
+RESIDUAL_BASES = ('bicubic', 'none')
+STYLE_INITS = ('zero', 'random')
+BASELINE_KINDS = ('bicubic', 'srcnn', 'esrgan', 'swinir')
+BASELINE_SCALES = (2, 4, 8)
+
+
+def num_up_stages(cfg) -> int:
+  """Up stages of an `upsampler` block: num_down + log2(scale)."""
+  return cfg.num_down + int(round(math.log2(cfg.scale)))
+
+
+def check_upsampler(cfg) -> None:
+  """Raises ConfigError naming the `upsampler.*` field that cannot work."""
+  def require(cond, field, message):
+    if not cond:
+      raise ConfigError(f'config.upsampler.{field}: {message}')
+
+  require(cfg.kind == 'gigagan', 'kind', f"this module builds 'gigagan', got {cfg.kind!r}")
+  require(cfg.scale in (2, 4, 8, 16), 'scale', f'must be 2, 4, 8 or 16, got {cfg.scale}')
+  require(cfg.num_down >= 1, 'num_down', f'must be >= 1, got {cfg.num_down}')
+  n_up = num_up_stages(cfg)
+  require(len(cfg.down_channels) == cfg.num_down + 1, 'down_channels',
+          f'needs num_down + 1 = {cfg.num_down + 1} entries (sides h, h/2, ...), '
+          f'got {len(cfg.down_channels)}')
+  require(len(cfg.down_kernel_bank) == cfg.num_down, 'down_kernel_bank',
+          f'needs num_down = {cfg.num_down} entries, got {len(cfg.down_kernel_bank)}')
+  for field in ('up_channels', 'up_convs', 'up_kernel_bank'):
+    require(len(cfg[field]) == n_up, field,
+            f'needs num_down + log2(scale) = {n_up} entries (one per up stage), '
+            f'got {len(cfg[field])}')
+  for field in ('down_kernel_bank', 'up_kernel_bank', 'up_convs'):
+    require(all(k >= 1 for k in cfg[field]), field, 'entries must be >= 1')
+  for field in ('self_attn_stages', 'cross_attn_stages'):
+    bad = set(cfg[field]) - set(range(n_up))
+    require(not bad, field, f'{sorted(bad)} are not up stages 0..{n_up - 1}')
+  attn = set(cfg.self_attn_stages) | set(cfg.cross_attn_stages)
+  for i in sorted(attn):
+    require(cfg.up_channels[i] % cfg.attn_heads == 0, 'attn_heads',
+            f'{cfg.attn_heads} heads must divide up_channels[{i}] = {cfg.up_channels[i]}')
+  require(cfg.style_init in STYLE_INITS, 'style_init',
+          f'must be one of {STYLE_INITS}, got {cfg.style_init!r}')
+  require(cfg.residual_base in RESIDUAL_BASES, 'residual_base',
+          f'must be one of {RESIDUAL_BASES}, got {cfg.residual_base!r}')
+  require(cfg.conv_impl in ('fused', 'grouped'), 'conv_impl',
+          f"must be 'fused' or 'grouped', got {cfg.conv_impl!r}")
+  for field in ('dtype', 'param_dtype'):
+    require(cfg[field] in ('float32', 'bfloat16', 'float16'), field,
+            f"must be 'float32', 'bfloat16' or 'float16', got {cfg[field]!r}")
+
+
+def check_baseline(cfg) -> None:
+  """Raises ValueError naming the first inconsistent field of a baseline block."""
+  if cfg.kind not in BASELINE_KINDS:
+    raise ValueError(f'upsampler.kind={cfg.kind!r}: expected one of {BASELINE_KINDS}')
+  if cfg.scale not in BASELINE_SCALES:
+    raise ValueError(f'upsampler.scale={cfg.scale}: expected one of {BASELINE_SCALES}')
+  for name in ('dtype', 'param_dtype'):
+    if cfg[name] not in ('float32', 'bfloat16', 'float16'):
+      raise ValueError(f'upsampler.{name}={cfg[name]!r}: expected float32, bfloat16 or float16')
+  if cfg.kind == 'srcnn':
+    if len(cfg.kernel_sizes) != len(cfg.channels) + 1:
+      raise ValueError(f'upsampler.kernel_sizes={tuple(cfg.kernel_sizes)}: needs one entry more '
+                       f'than upsampler.channels={tuple(cfg.channels)} (the last conv makes RGB)')
+  elif cfg.kind == 'esrgan':
+    if cfg.num_blocks < 1:
+      raise ValueError(f'upsampler.num_blocks={cfg.num_blocks}: must be >= 1')
+  elif cfg.kind == 'swinir':
+    if len(cfg.depths) != len(cfg.num_heads):
+      raise ValueError(f'upsampler.num_heads={tuple(cfg.num_heads)}: needs one entry per RSTB, '
+                       f'like upsampler.depths={tuple(cfg.depths)}')
+    for h in cfg.num_heads:
+      if cfg.embed_dim % h:
+        raise ValueError(f'upsampler.num_heads: {h} heads do not divide '
+                         f'upsampler.embed_dim={cfg.embed_dim}')
+
+
 def _validate_sr(config) -> int:
   """The super-resolution blocks (upsampler, data.degradation, SR losses); returns
   the HR crop side, D's resolution."""
-  from gigagan_jax.models import baselines, upsampler  # models import this module
   u, deg, loss = config.upsampler, config.data.degradation, config.loss
   try:
-    (upsampler.check_config if u.kind == 'gigagan' else baselines.validate_baseline)(u)
+    (check_upsampler if u.kind == 'gigagan' else check_baseline)(u)
   except ValueError as e:  # ConfigError is a ValueError
     raise ConfigError(str(e) if str(e).startswith('config.') else f'config.{e}') from None
   _require(deg.scale == u.scale, 'data.degradation.scale',

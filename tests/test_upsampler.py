@@ -12,7 +12,8 @@ from flax import linen as nn
 from configs.up_base import paper_upsampler, tiny_upsampler, upsampler_config
 from gigagan_jax.config_utils import ConfigError
 from gigagan_jax.models.baselines import bicubic_upsample
-from gigagan_jax.models.upsampler import Upsampler, check_config
+from gigagan_jax.config_utils import check_upsampler
+from gigagan_jax.models.upsampler import Upsampler
 from gigagan_jax.nn.fir import downsample2d
 from gigagan_jax.text.tokenizer import ByteTokenizer
 
@@ -79,7 +80,7 @@ def test_sizes_are_the_configs(block, scale):
 def test_paper_upsampler_shapes_without_memory():
   """64 -> 512 and 128 -> 1024 with the same weights; float32 params, bf16 compute."""
   cfg = paper_upsampler(8)
-  check_config(cfg)
+  check_upsampler(cfg)
   model = _model(cfg, vocab_size=0, max_len=77)
   lr64, text, z = _paper_inputs(cfg)
   variables = jax.eval_shape(model.init, jax.random.key(0), lr64, text, z)
@@ -96,19 +97,19 @@ def test_config_errors_name_the_field():
   cfg = upsampler_config(4)
   cfg.up_channels = cfg.up_channels[:-1]
   with pytest.raises(ConfigError, match='upsampler.up_channels'):
-    check_config(cfg)
+    check_upsampler(cfg)
   cfg = upsampler_config(8)
   cfg.self_attn_stages = (6,)
   with pytest.raises(ConfigError, match='upsampler.self_attn_stages'):
-    check_config(cfg)
+    check_upsampler(cfg)
   cfg = upsampler_config(8)
   cfg.residual_base = 'lanczos'
   with pytest.raises(ConfigError, match='upsampler.residual_base'):
-    check_config(cfg)
+    check_upsampler(cfg)
   cfg = upsampler_config(8)
   cfg.style_init = 'zeros'
   with pytest.raises(ConfigError, match='upsampler.style_init'):
-    check_config(cfg)
+    check_upsampler(cfg)
 
 
 @pytest.fixture(scope='module')

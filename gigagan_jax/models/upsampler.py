@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
-from gigagan_jax.config_utils import ConfigError
+from gigagan_jax.config_utils import check_upsampler, num_up_stages
 from gigagan_jax.models.baselines.bicubic import bicubic_upsample
 from gigagan_jax.models.generator import MappingNetwork, SynthesisLayer
 from gigagan_jax.nn.equalized import EqualConv, lrelu
@@ -62,58 +62,12 @@ from gigagan_jax.nn.modulated_conv import ModulatedConv
 from gigagan_jax.parallel import to_dtype
 from gigagan_jax.text.encoder import TextEncoder
 
-RESIDUAL_BASES = ('bicubic', 'none')
-STYLE_INITS = ('zero', 'random')
 _INV_SQRT2 = 1 / math.sqrt(2)  # sum of two unit-variance branches keeps unit variance
-
-
-def num_up_stages(cfg) -> int:
-  """Up stages of an `upsampler` block: num_down + log2(scale)."""
-  return cfg.num_down + int(round(math.log2(cfg.scale)))
 
 
 def stage_factor(cfg, stage: int) -> float:
   """Side of up stage `stage`'s output relative to the low-res input side."""
   return 2.0 ** (stage - cfg.num_down + 1)
-
-
-def check_config(cfg) -> None:
-  """Raises ConfigError naming the `upsampler.*` field that cannot work."""
-  def require(cond, field, message):
-    if not cond:
-      raise ConfigError(f'config.upsampler.{field}: {message}')
-
-  require(cfg.kind == 'gigagan', 'kind', f"this module builds 'gigagan', got {cfg.kind!r}")
-  require(cfg.scale in (2, 4, 8, 16), 'scale', f'must be 2, 4, 8 or 16, got {cfg.scale}')
-  require(cfg.num_down >= 1, 'num_down', f'must be >= 1, got {cfg.num_down}')
-  n_up = num_up_stages(cfg)
-  require(len(cfg.down_channels) == cfg.num_down + 1, 'down_channels',
-          f'needs num_down + 1 = {cfg.num_down + 1} entries (sides h, h/2, ...), '
-          f'got {len(cfg.down_channels)}')
-  require(len(cfg.down_kernel_bank) == cfg.num_down, 'down_kernel_bank',
-          f'needs num_down = {cfg.num_down} entries, got {len(cfg.down_kernel_bank)}')
-  for field in ('up_channels', 'up_convs', 'up_kernel_bank'):
-    require(len(cfg[field]) == n_up, field,
-            f'needs num_down + log2(scale) = {n_up} entries (one per up stage), '
-            f'got {len(cfg[field])}')
-  for field in ('down_kernel_bank', 'up_kernel_bank', 'up_convs'):
-    require(all(k >= 1 for k in cfg[field]), field, 'entries must be >= 1')
-  for field in ('self_attn_stages', 'cross_attn_stages'):
-    bad = set(cfg[field]) - set(range(n_up))
-    require(not bad, field, f'{sorted(bad)} are not up stages 0..{n_up - 1}')
-  attn = set(cfg.self_attn_stages) | set(cfg.cross_attn_stages)
-  for i in sorted(attn):
-    require(cfg.up_channels[i] % cfg.attn_heads == 0, 'attn_heads',
-            f'{cfg.attn_heads} heads must divide up_channels[{i}] = {cfg.up_channels[i]}')
-  require(cfg.style_init in STYLE_INITS, 'style_init',
-          f'must be one of {STYLE_INITS}, got {cfg.style_init!r}')
-  require(cfg.residual_base in RESIDUAL_BASES, 'residual_base',
-          f'must be one of {RESIDUAL_BASES}, got {cfg.residual_base!r}')
-  require(cfg.conv_impl in ('fused', 'grouped'), 'conv_impl',
-          f"must be 'fused' or 'grouped', got {cfg.conv_impl!r}")
-  for field in ('dtype', 'param_dtype'):
-    require(cfg[field] in ('float32', 'bfloat16', 'float16'), field,
-            f"must be 'float32', 'bfloat16' or 'float16', got {cfg[field]!r}")
 
 
 class DownBlock(nn.Module):
@@ -184,7 +138,7 @@ class Upsampler(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    check_config(cfg)
+    check_upsampler(cfg)
     dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
     enc = cfg.text_encoder
     self.text_encoder = TextEncoder(dim=enc.dim, num_layers=enc.num_layers,

@@ -39,17 +39,18 @@ Config fields (`baseline_config(kind, scale)`):
 """
 import ml_collections
 
+from gigagan_jax.config_utils import BASELINE_KINDS as KINDS
+from gigagan_jax.config_utils import BASELINE_SCALES as SCALES
+from gigagan_jax.config_utils import check_baseline
 from gigagan_jax.models.baselines.bicubic import Bicubic, bicubic_upsample
 from gigagan_jax.models.baselines.rrdb import RRDBNet
 from gigagan_jax.models.baselines.srcnn import SRCNN
 from gigagan_jax.models.baselines.swinir import SwinIR
 
-KINDS = ('bicubic', 'srcnn', 'esrgan', 'swinir')
-SCALES = (2, 4, 8)
 _MODULES = {'bicubic': Bicubic, 'srcnn': SRCNN, 'esrgan': RRDBNet, 'swinir': SwinIR}
 
 __all__ = ['Bicubic', 'RRDBNet', 'SRCNN', 'SwinIR', 'KINDS', 'SCALES', 'baseline_config',
-           'bicubic_upsample', 'build_baseline', 'validate_baseline']
+           'bicubic_upsample', 'build_baseline']
 
 
 def baseline_config(kind: str, scale: int = 4) -> ml_collections.ConfigDict:
@@ -81,39 +82,13 @@ def baseline_config(kind: str, scale: int = 4) -> ml_collections.ConfigDict:
     cfg.patch_norm = True
     cfg.num_feat = 64
     cfg.negative_slope = 0.01
-  validate_baseline(cfg)
+  check_baseline(cfg)
   return cfg
-
-
-def validate_baseline(cfg) -> None:
-  """Raises ValueError naming the first inconsistent field of a baseline block."""
-  if cfg.kind not in KINDS:
-    raise ValueError(f'upsampler.kind={cfg.kind!r}: expected one of {KINDS}')
-  if cfg.scale not in SCALES:
-    raise ValueError(f'upsampler.scale={cfg.scale}: expected one of {SCALES}')
-  for name in ('dtype', 'param_dtype'):
-    if cfg[name] not in ('float32', 'bfloat16', 'float16'):
-      raise ValueError(f'upsampler.{name}={cfg[name]!r}: expected float32, bfloat16 or float16')
-  if cfg.kind == 'srcnn':
-    if len(cfg.kernel_sizes) != len(cfg.channels) + 1:
-      raise ValueError(f'upsampler.kernel_sizes={tuple(cfg.kernel_sizes)}: needs one entry more '
-                       f'than upsampler.channels={tuple(cfg.channels)} (the last conv makes RGB)')
-  elif cfg.kind == 'esrgan':
-    if cfg.num_blocks < 1:
-      raise ValueError(f'upsampler.num_blocks={cfg.num_blocks}: must be >= 1')
-  elif cfg.kind == 'swinir':
-    if len(cfg.depths) != len(cfg.num_heads):
-      raise ValueError(f'upsampler.num_heads={tuple(cfg.num_heads)}: needs one entry per RSTB, '
-                       f'like upsampler.depths={tuple(cfg.depths)}')
-    for h in cfg.num_heads:
-      if cfg.embed_dim % h:
-        raise ValueError(f'upsampler.num_heads: {h} heads do not divide '
-                         f'upsampler.embed_dim={cfg.embed_dim}')
 
 
 def build_baseline(cfg):
   """The Flax module of baseline `cfg.kind`, configured by the (frozen) block `cfg`."""
-  validate_baseline(cfg)
+  check_baseline(cfg)
   if not isinstance(cfg, ml_collections.FrozenConfigDict):
     cfg = ml_collections.FrozenConfigDict(cfg)
   return _MODULES[cfg.kind](cfg=cfg)
