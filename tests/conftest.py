@@ -20,8 +20,16 @@ import tempfile
 
 import pytest
 
-os.environ.setdefault(
-    'XLA_FLAGS', '--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0')
+
+
+def xla_flags(devices: int = 8) -> str:
+  """The one XLA_FLAGS string of the test process and of every subprocess it
+  starts, but for the device count: the persistent compilation cache keys on
+  the flags, so equal strings let a program compiled once serve them all."""
+  return f'--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0'
+
+
+os.environ.setdefault('XLA_FLAGS', xla_flags(8))
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='gigagan_jax_cache_'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '1')
 
@@ -80,3 +88,49 @@ def probe_dir(tmp_path_factory):
                   f'--workdir={workdir}', f'--config.data_dir={data_dir}'],
                  cwd=REPO, env=env, check=True, timeout=900)
   return workdir
+
+
+def micro_config(data_dir: str = ''):
+  """configs/t2i_micro.py, validated, reading captioned_shapes from `data_dir`."""
+  from gigagan_jax.config_utils import load_config, validate
+  config = load_config(os.path.join(REPO, 'configs/t2i_micro.py'))
+  if data_dir:
+    config.data.data_dir = data_dir
+  return validate(config)
+
+
+@pytest.fixture(scope='session')
+def micro_data_dir(tmp_path_factory):
+  """captioned_shapes prepared as configs/t2i_micro.py reads it (both splits), once per
+  worker. Tests read it; none writes into it."""
+  from gigagan_jax.data.pipeline import ensure_dataset
+  path = str(tmp_path_factory.mktemp('micro_data'))
+  ensure_dataset(micro_config(path).data)
+  return path
+
+
+@pytest.fixture(scope='session')
+def micro_run(tmp_path_factory, micro_data_dir):
+  """A workdir with checkpoints 0 (freshly initialised) and 5 (G_ema perturbed, so
+  the two differ) of the micro config on micro_data_dir; no step is compiled.
+  Shared by the sampling, evaluation and upsampler-chaining tests; they write
+  their outputs elsewhere, except evaluate's WORKDIR/eval/."""
+  import jax
+  from gigagan_jax import parallel
+  from gigagan_jax.text.tokenizer import make_tokenizer
+  from gigagan_jax.train import state as state_lib
+  from gigagan_jax.train.checkpoint import Checkpointer
+  workdir = str(tmp_path_factory.mktemp('micro_run'))
+  config = micro_config(micro_data_dir)
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+  state = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0).init(config)
+  ckpt = Checkpointer(workdir, config.train)
+  ckpt.save(0, state, None, config, force=True)
+  keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))
+  state['ema'] = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(next(keys), x.shape),
+                              state['ema'])
+  ckpt.save(5, state, None, config, force=True)
+  ckpt.wait()
+  ckpt.close()
+  return workdir
+

@@ -22,6 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from bench import peaks  # pylint: disable=g-import-not-at-top,wrong-import-position
+from conftest import xla_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TRAIN_CMD = ['bench/train_step.py', '--config=configs/t2i_micro.py', '--batch_size=2',
              '--steps=2', '--warmup=1']
@@ -44,7 +45,7 @@ SAMPLE_KEYS = {'bench', 'case', 'config', 'batch', 'resolution_out', 'ms_per_cal
 def outputs(tmp_path_factory):
   """{'train': (rc, stdout, stderr), 'sample': ...} of the two benches, run concurrently."""
   tmp = tmp_path_factory.mktemp('bench')
-  env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1), JAX_PLATFORMS='cpu')
   procs = {}
   for name, cmd in (('train', TRAIN_CMD + [f'--json_out={tmp}/train.jsonl']),
                     ('sample', SAMPLE_CMD)):

@@ -9,36 +9,19 @@ import jax
 import numpy as np
 import pytest
 
-from gigagan_jax import parallel
 from gigagan_jax.config_utils import load_config, validate
 from gigagan_jax.evaluate import probe as probe_lib
 from gigagan_jax.evaluate.evaluator import Evaluator, check_eval_config
 from gigagan_jax.evaluate.fid import FeatureStats
 from gigagan_jax.sample import Sampler, load_run
-from gigagan_jax.text.tokenizer import make_tokenizer
-from gigagan_jax.train import state as state_lib
-from gigagan_jax.train.checkpoint import Checkpointer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope='module')
-def run_dir(tmp_path_factory):
-  """Checkpoints 0 and 5 of the micro config: initial, and with perturbed G_ema."""
-  root = tmp_path_factory.mktemp('evalrun')
-  config = validate(load_config(os.path.join(REPO, 'configs/t2i_micro.py')))
-  config.data.data_dir = str(root / 'data')
-  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
-  state = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0).init(config)
-  ckpt = Checkpointer(str(root / 'run'), config.train)
-  ckpt.save(0, state, None, config, force=True)
-  keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))
-  state['ema'] = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(next(keys), x.shape),
-                              state['ema'])
-  ckpt.save(5, state, None, config, force=True)
-  ckpt.wait()
-  ckpt.close()
-  return str(root / 'run')
+@pytest.fixture
+def run_dir(micro_run):
+  """Checkpoints 0 and 5 of the micro config: initial, and with perturbed G_ema (conftest)."""
+  return micro_run
 
 
 def eval_config(probe_dir, **overrides):

@@ -439,36 +439,5 @@ def test_local_fails_fast_when_one_process_fails(tmp_path):
       'process 0: SIGTERM', 'process 2: SIGTERM']
 
 
-@pytest.mark.slow
-def test_local_two_cpu_processes_train_the_micro_config(tmp_path):
-  """launch/local.sh for real: 2 gloo CPU processes, 2 steps, a checkpoint (~1 min).
-
-  The data_dir is fresh: process 0 builds captioned_shapes while the other
-  waits (two builders of one data_dir used to collide with FileExistsError).
-  """
-  data_dir = str(tmp_path / 'data')
-
-  workdir = tmp_path / 'run'
-  # One CPU device per process (not conftest's 8); XLA:CPU optimisation off halves compile time.
-  env = dict(os.environ, XLA_FLAGS='--xla_backend_optimization_level=0')
-  r = launch('local.sh', '--config=configs/t2i_micro.py', f'--workdir={workdir}', '--nprocs=2',
-             f'--port={free_port()}', f'--python={sys.executable}',
-             f'--extra=--config.train.steps=2 --config.train.ckpt_every=2 '
-             f'--config.data.data_dir={data_dir}', env=env, timeout=300)
-  assert r.returncode == 0, r.stdout + r.stderr + log_text(workdir)
-  assert '# all 2 processes exited 0' in r.stdout
-  assert "mesh {'data': 2" in r.stdout and '2 process(es)' in r.stdout
-  assert os.path.isdir(workdir / 'checkpoints' / '2')
-  assert len((workdir / 'metrics.jsonl').read_text().splitlines()) == 2
-
-
-def free_port():
-  import socket
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
-def log_text(workdir):
-  path = workdir / 'launch_logs' / 'process_1.log'
-  return path.read_text() if path.exists() else ''
+# launch/local.sh starting real training processes: tests/test_train.py
+# (test_two_processes_launched_by_local_sh_match_one).

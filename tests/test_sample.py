@@ -2,45 +2,31 @@
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from gigagan_jax import parallel, sample
-from gigagan_jax.config_utils import load_config, validate
-from gigagan_jax.text.tokenizer import make_tokenizer
-from gigagan_jax.train import state as state_lib
-from gigagan_jax.train.checkpoint import Checkpointer
+from gigagan_jax import sample
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = ['a red circle', 'two blue squares on a yellow background']
 
 
-@pytest.fixture(scope='module')
-def run_dir(tmp_path_factory):
-  """A workdir holding checkpoint 0 of the micro config (freshly initialised)."""
-  workdir = str(tmp_path_factory.mktemp('run'))
-  config = validate(load_config(os.path.join(REPO, 'configs/t2i_micro.py')))
-  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
-  parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0)
-  ckpt = Checkpointer(workdir, config.train)
-  ckpt.save(0, parts.init(config), None, config, force=True)
-  ckpt.wait()
-  ckpt.close()
-  return workdir
+@pytest.fixture
+def run_dir(micro_run):
+  """A workdir holding checkpoints 0 and 5 of the micro config (conftest)."""
+  return micro_run
 
 
 @pytest.fixture(scope='module')
-def sampler(run_dir):
-  config, _, params = sample.load_run(run_dir)
+def sampler(micro_run):
+  config, _, params = sample.load_run(micro_run)
   return sample.Sampler(config, params, batch_size=4)
 
 
 def test_every_image_regenerates_from_its_settings(run_dir, tmp_path):
   out = str(tmp_path / 'grid')
   settings = sample.run(run_dir, prompts=PROMPTS, seeds=[0, 1, 2], batch_size=4, out=out)
-  assert settings['step'] == 0 and len(settings['images']) == 6
+  assert settings['step'] == 5 and len(settings['images']) == 6  # the latest
   images = [np.asarray(Image.open(os.path.join(out, r['file']))) for r in settings['images']]
   assert not np.array_equal(images[0], images[1])  # seeds differ
   assert not np.array_equal(images[0], images[3])  # prompts differ

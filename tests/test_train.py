@@ -18,9 +18,11 @@ import jax
 import numpy as np
 import pytest
 
+import conftest
+from conftest import xla_flags
 from gigagan_jax import parallel
-from gigagan_jax.config_utils import load_config, validate
-from gigagan_jax.data.pipeline import ensure_dataset, make_dataset
+from gigagan_jax.config_utils import validate
+from gigagan_jax.data.pipeline import make_dataset
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import loop
 from gigagan_jax.train import state as state_lib
@@ -31,16 +33,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('data'))
-  ensure_dataset(micro_config(path).data)
-  return path
+@pytest.fixture
+def data_dir(micro_data_dir):
+  return micro_data_dir
 
 
 def micro_config(data_dir, overrides=None):
-  config = load_config(os.path.join(REPO, 'configs/t2i_micro.py'))
-  config.data.data_dir = data_dir
+  config = conftest.micro_config(data_dir)
   config.update_from_flattened_dict(overrides or {})
   return validate(config)
 
@@ -90,8 +89,7 @@ def logged(workdir) -> np.ndarray:
 def cli(workdir, data_dir, *flags, devices=1, extra_env=None, **popen):
   """Starts `python -m gigagan_jax.train` on the micro config in a subprocess."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', **(extra_env or {}))
-  env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
-                      '--xla_backend_optimization_level=0')
+  env['XLA_FLAGS'] = xla_flags(devices)
   cmd = [sys.executable, '-m', 'gigagan_jax.train', '--config=configs/t2i_micro.py',
          f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *flags]
   return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -177,18 +175,26 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(data_dir, tmp_path):
-  overrides = {'train.steps': 2, 'train.ckpt_every': 2}
-  config = micro_config(data_dir, overrides)
-  multi = str(tmp_path / 'two_processes')
-  port = free_port()
-  procs = [cli(multi, data_dir, '--config.train.steps=2', '--config.train.ckpt_every=2',
-               f'--coordinator_address=localhost:{port}', '--num_processes=2',
-               f'--process_id={i}', '--cpu_collectives=gloo') for i in range(2)]
-  results = [finish(p) for p in procs]
-  for rc, out in results:
-    assert rc == 0, out
-  assert 'mesh {\'data\': 2' in results[0][1] and '2 process(es)' in results[0][1]
+def test_two_processes_launched_by_local_sh_match_one(tmp_path):
+  """launch/local.sh for real: 2 gloo CPU processes, one device each, 2 steps, on
+  a fresh data_dir (process 0 builds captioned_shapes while the other waits;
+  two builders of one data_dir used to collide with FileExistsError). Their
+  losses and weights equal one process reading both shards."""
+  data_dir = str(tmp_path / 'data')
+  multi = tmp_path / 'two_processes'
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1))
+  r = subprocess.run(
+      ['bash', 'launch/local.sh', '--config=configs/t2i_micro.py', f'--workdir={multi}',
+       '--nprocs=2', f'--port={free_port()}', f'--python={sys.executable}',
+       f'--extra=--config.train.steps=2 --config.train.ckpt_every=2 '
+       f'--config.data.data_dir={data_dir}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  log_1 = multi / 'launch_logs' / 'process_1.log'
+  assert r.returncode == 0, r.stdout + r.stderr + (log_1.read_text() if log_1.exists() else '')
+  assert '# all 2 processes exited 0' in r.stdout
+  assert "mesh {'data': 2" in r.stdout and '2 process(es)' in r.stdout
+
+  config = micro_config(data_dir, {'train.steps': 2, 'train.ckpt_every': 2})
 
   def both_shards(tokenizer):
     return ConcatShards([make_dataset(config.data, tokenize=tokenizer, seed=config.seed,

@@ -24,7 +24,7 @@ from flax import linen as nn
 from configs import sr_baselines
 from gigagan_jax import parallel
 from gigagan_jax import upsample
-from gigagan_jax.config_utils import load_config, validate
+from gigagan_jax.config_utils import validate
 from gigagan_jax.evaluate import sr as sr_eval
 from gigagan_jax.evaluate import sr_metrics
 from gigagan_jax.frozen import lpips
@@ -177,20 +177,12 @@ def test_bench_upsample_prints_json():
   assert lines[-1].startswith('upsample bench')
 
 
-def test_sample_cli_chains_the_upsampler(sr_run, tmp_path):
+def test_sample_cli_chains_the_upsampler(sr_run, micro_run, tmp_path):
   """sample --upsampler: each generated image also comes out upsampled, equal to the
   SR model applied to the saved low-res image."""
   from gigagan_jax import sample
-  t2i_config = validate(load_config(os.path.join(REPO, 'configs/t2i_micro.py')))
-  t2i_run = str(tmp_path / 't2i')
-  parts = state_lib.build(t2i_config, parallel.make_mesh(t2i_config.mesh, jax.devices()[:1]),
-                          make_tokenizer(t2i_config.text).vocab_size, 0)
-  ckpt = Checkpointer(t2i_run, t2i_config.train)
-  ckpt.save(0, parts.init(t2i_config), None, t2i_config, force=True)
-  ckpt.wait()
-  ckpt.close()
   out = str(tmp_path / 'out')
-  settings = sample.run(t2i_run, prompts=['a red circle'], seeds=[0, 1], batch_size=2, out=out,
+  settings = sample.run(micro_run, prompts=['a red circle'], seeds=[0, 1], batch_size=2, out=out,
                         upsampler=sr_run)
   assert settings['upsampler']['step'] == 2 and settings['upsampler']['kind'] == 'srcnn'
   config, _, params = load_run(sr_run)
