@@ -94,7 +94,9 @@ def test_baseline_configs_learn_a_fixed_batch(kind, tmp_path):
     lpips.save_params_npz(params, config.loss.lpips_path)
     frozen_lpips = lpips.load_params_npz(config.loss.lpips_path)
   _, history = run_steps(config, fixed_batch(config), 15, frozen_lpips=frozen_lpips)
-  loss = [h['g_loss'] for h in history]
+  # What G fits: its loss without the adversarial part (most of ESRGAN's g_loss
+  # here), a game with D that over 15 steps rises or falls by chance.
+  loss = [h['g_loss'] - h.get('gan_weight', 0.0) * h.get('g_adv', 0.0) for h in history]
   assert np.all(np.isfinite(loss)) and np.mean(loss[-3:]) < 0.8 * loss[0], loss
   if kind == 'esrgan':
     assert history[0]['lpips'] > 0 and history[0]['d_loss'] > 0  # all three terms ran
