@@ -67,8 +67,15 @@ def saved_state(config, workdir, step):
     ckpt.close()
 
 
-def assert_trees_close(a, b, rtol, atol):
+def assert_trees_close(a, b, rtol, atol, outlier_atol=None):
+  """outlier_atol: up to 0.1% of a leaf's elements may be off by this much instead.
+  Adam (beta1 0) moves a weight whose gradient is float32 rounding noise (one
+  such D weight in t2i_micro's first step: |g| 7e-9, median 7e-3) by about its
+  learning rate, in a direction that the reduction order, i.e. the mesh, picks."""
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    off = ~np.isclose(x, y, rtol=rtol, atol=atol)
+    if outlier_atol and off.mean() <= 1e-3 and np.all(np.abs(x - y)[off] <= outlier_atol):
+      continue
     np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
 
 
@@ -127,7 +134,8 @@ def test_sharded_steps_match_single_device(data_dir):
     state, losses = run(mesh_shape)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-5, err_msg=str(mesh_shape))
     for key in ('g', 'd', 'ema'):
-      assert_trees_close(jax.device_get(state[key]), ref_state[key], rtol=1e-3, atol=2e-5)
+      assert_trees_close(jax.device_get(state[key]), ref_state[key], rtol=1e-3, atol=2e-5,
+                         outlier_atol=2 * len(batches) * max(config.optim.g_lr, config.optim.d_lr))
     if mesh_shape == (2, 4, 1):
       # FSDP=4: each device holds a quarter of every fsdp-sharded weight.
       params = {'g': state['g'], 'd': state['d']}
