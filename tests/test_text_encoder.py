@@ -89,36 +89,6 @@ def test_global_is_eot_and_ignores_padding(with_features):
   assert np.abs(t_global4[0] - t_global[0]).max() > 1e-3
 
 
-@pytest.mark.parametrize('with_features', [False, True])
-def test_weights_are_stored_at_unit_scale_with_a_runtime_gain(with_features):
-  """Equalized learning rate, as in every other G/D layer: Adam's step is
-  relative to the stored weight, so T's weights must be stored at unit scale
-  (a lecun-normal kernel of width 32 is stored at 0.18, an embedding at 0.02)
-  and scaled at run time."""
-  model, _, params, tokens, eot, feats = _setup(with_features)
-  weights = {jax.tree_util.keystr(path): np.asarray(x) for path, x in
-             jax.tree_util.tree_leaves_with_path(params['params'])
-             if getattr(path[-1], 'key', None) in ('kernel', 'embedding', 'pos_embed')}
-  # query, key, value, out, mlp_in, mlp_out per block, and the input layer.
-  assert len(weights) == 2 * 6 + (1 if with_features else 2)
-  for name, x in weights.items():
-    assert abs(x.std() - 1) < 0.1 and abs(x.mean()) < 0.1, (name, x.std())
-  # The run-time gain is 1/sqrt(fan_in) for kernels and T's embed_std for the
-  # tables, so the layers' outputs have the size a plain init would give.
-  names = ('ln_mlp', 'mlp_in', 'token_embed')
-  capture = functools.partial(model.apply, capture_intermediates=lambda m, _: m.name in names,
-                              mutable=['intermediates'])
-  _, state = jax.jit(capture)(params, tokens, eot, feats)
-  inter, p = state['intermediates'], params['params']
-  ln_out = inter['block_0']['ln_mlp']['__call__'][0]
-  expected = ln_out @ p['block_0']['mlp_in']['kernel'] / np.sqrt(DIM) + p['block_0']['mlp_in']['bias']
-  np.testing.assert_allclose(inter['block_0']['mlp_in']['__call__'][0], expected, atol=1e-4)
-  if not with_features:
-    table = p['token_embed']['embedding']
-    np.testing.assert_allclose(inter['token_embed']['__call__'][0],
-                               model.embed_std * table[np.asarray(tokens)], atol=1e-6)
-
-
 def test_bfloat16_compute_float32_params():
   model, f32_apply, params, tokens, eot, _ = _setup(False)
   bf16 = model.clone(dtype=jnp.bfloat16)

@@ -11,14 +11,12 @@ backbone (CLIP) is causal, so T is what lets early tokens see the whole caption.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from gigagan_jax.nn.equalized import equalized_param
 from gigagan_jax.text.tokenizer import token_mask
 
 _part = nn.with_logical_partitioning
@@ -30,64 +28,17 @@ def _layer_norm(name: str, dtype, param_dtype):
                       bias_init=_part(nn.initializers.zeros, ('norm',)))
 
 
-class _EqualDenseGeneral(nn.Module):
-  """DenseGeneral with equalized learning rate (nn/equalized.py's recipe).
+def _dense(features, names, name, dtype, param_dtype, axis=-1, use_bias=True):
+  """DenseGeneral whose kernel/bias carry logical axis names.
 
-  The kernel is stored N(0, 1) and scaled by 1/sqrt(fan_in) at run time, as
-  in every other G/D layer, so Adam moves T's weights by the same relative
-  amount per step as the rest of the model (a lecun-normal kernel of the same
-  output variance would move sqrt(fan_in) times faster, relatively).
-  x [..., *in] -> [..., *features], `in` being the shape of the `axis` dims.
   `names` names every kernel axis (input axes first); the bias takes the
   output axes' names.
   """
-  features: int | tuple
-  names: tuple
-  axis: int | tuple = -1
-  use_bias: bool = True
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
-    axis = (self.axis,) if isinstance(self.axis, int) else tuple(self.axis)
-    axis = tuple(a % x.ndim for a in axis)
-    in_shape = tuple(x.shape[a] for a in axis)
-    kernel = equalized_param(self, 'kernel', in_shape + features, self.names, 1.0,
-                             self.param_dtype)
-    kernel = kernel * (1.0 / math.sqrt(math.prod(in_shape)))
-    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                            ((axis, tuple(range(len(axis)))), ((), ())))
-    if self.use_bias:
-      bias = self.param('bias', _part(nn.initializers.zeros, self.names[-len(features):]),
-                        features, self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
-
-
-def _dense(features, names, name, dtype, param_dtype, axis=-1, use_bias=True):
-  return _EqualDenseGeneral(features, tuple(names), axis=axis, use_bias=use_bias, dtype=dtype,
-                            param_dtype=param_dtype, name=name)
-
-
-class _Embed(nn.Module):
-  """Token embedding with equalized learning rate: int [...] -> [..., features].
-
-  The table is stored N(0, 1) and read as `std` x table, so its Adam steps are
-  relative to its own scale, as for the kernels.
-  """
-  num_embeddings: int
-  features: int
-  std: float
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, tokens):
-    table = equalized_param(self, 'embedding', (self.num_embeddings, self.features),
-                            ('vocab', 'embed'), 1.0, self.param_dtype)
-    return jnp.take(table * self.std, tokens, axis=0).astype(self.dtype)
+  n_out = 1 if isinstance(features, int) else len(features)
+  return nn.DenseGeneral(
+      features, axis=axis, dtype=dtype, param_dtype=param_dtype, name=name, use_bias=use_bias,
+      kernel_init=_part(nn.initializers.lecun_normal(), names),
+      bias_init=_part(nn.initializers.zeros, names[-n_out:]))
 
 
 class SelfAttention(nn.Module):
@@ -145,8 +96,6 @@ class TextEncoder(nn.Module):
     vocab_size: size of T's own token embedding, used only when `features` is
       None (no frozen backbone).
     max_len: tokens per caption L (size of the position embedding).
-    embed_std: scale of the token and position embeddings (GPT-2's 0.02): the
-      tables are stored N(0, 1) and multiplied by it at run time.
     dtype: compute dtype (e.g. bfloat16); param_dtype: parameter dtype.
   """
   dim: int
@@ -155,7 +104,6 @@ class TextEncoder(nn.Module):
   mlp_ratio: int = 4
   vocab_size: int = 0
   max_len: int = 77
-  embed_std: float = 0.02
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -183,9 +131,11 @@ class TextEncoder(nn.Module):
     if features is None:
       if self.vocab_size <= 0:
         raise ValueError('text encoder without backbone features needs vocab_size > 0')
-      x = _Embed(self.vocab_size, self.dim, self.embed_std, name='token_embed', **kw)(tokens)
-      pos = equalized_param(self, 'pos_embed', (self.max_len, self.dim), (None, 'embed'), 1.0,
-                            self.param_dtype) * self.embed_std
+      x = nn.Embed(self.vocab_size, self.dim, name='token_embed',
+                   embedding_init=_part(nn.initializers.normal(0.02), ('vocab', 'embed')),
+                   **kw)(tokens)
+      pos = self.param('pos_embed', _part(nn.initializers.normal(0.02), (None, 'embed')),
+                       (self.max_len, self.dim), self.param_dtype)
       x = x + pos[None, :length].astype(self.dtype)
     else:
       # Backbone features (e.g. CLIP's penultimate layer) are not normalised and
