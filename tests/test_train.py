@@ -111,7 +111,8 @@ def finish(proc, timeout=600):
 # ------------------------------------------------------------ sharded steps
 
 def test_sharded_steps_match_single_device(data_dir):
-  config = micro_config(data_dir)
+  # R1 every step: one compiled variant per mesh (lazy R1 is test_train_step.py's).
+  config = micro_config(data_dir, {'loss.r1_interval': 1})
   tokenizer = make_tokenizer(config.text)
   data = make_dataset(config.data, tokenize=tokenizer, seed=0, process_index=0, process_count=1)
   batches = [{k: b[k] for k in BATCH_NDIMS} for b in (next(data) for _ in range(3))]
