@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from gigagan_jax.frozen.weights import read_tensors
+
 FID_WEIGHTS_FILE = 'pt_inception-2015-12-05-6726825d.pth'
 FID_WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
                    + FID_WEIGHTS_FILE)
@@ -360,24 +362,13 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   `.npz` files are read with numpy; anything else is treated as a PyTorch
   pickle (e.g. pt_inception-2015-12-05-6726825d.pth), which needs torch.
   """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f'FID Inception weights not found: {path!r}. Download {FID_WEIGHTS_FILE} from '
-        f'{FID_WEIGHTS_URL} (or convert it to .npz with '
-        '`python -m gigagan_jax.evaluate.inception IN.pth OUT.npz`).')
-  if path.endswith('.npz'):
-    with np.load(path) as f:
-      return {k: f[k] for k in f.files}
-  try:
-    import torch  # only to unpickle the weight file; never needed to run the network
-  except ImportError as e:
-    raise ImportError(
-        f'{path} is a PyTorch file and torch is not installed. Convert it once to .npz on a '
-        'machine with torch: `python -m gigagan_jax.evaluate.inception '
-        f'{os.path.basename(path)} fid_inception.npz`, then pass the .npz') from e
-  state = torch.load(path, map_location='cpu', weights_only=True)
-  return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
-          for k, v in state.items()}
+  return read_tensors(
+      path,
+      f'FID Inception weights not found: {path!r}. Download {FID_WEIGHTS_FILE} from '
+      f'{FID_WEIGHTS_URL} (or convert it to .npz with '
+      '`python -m gigagan_jax.evaluate.inception IN.pth OUT.npz`).',
+      'Convert it once to .npz on a machine with torch: `python -m gigagan_jax.evaluate.inception '
+      f'{os.path.basename(path)} fid_inception.npz`, then pass the .npz')
 
 
 def load_fid_inception(path: str) -> dict:

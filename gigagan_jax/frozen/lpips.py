@@ -26,7 +26,6 @@ Parameter tree: {'vgg': {'conv1_1': {'kernel' [3, 3, Cin, Cout], 'bias'}, ...,
 from __future__ import annotations
 
 import functools
-import os
 import re
 from typing import Any, Mapping
 
@@ -35,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from flax import traverse_util
+
+from gigagan_jax.frozen.weights import read_tensors
 
 LIN_WEIGHTS_FILE = 'lpips/weights/v0.1/vgg.pth'  # inside the installed `lpips` package
 VGG_WEIGHTS_URL = 'https://download.pytorch.org/models/vgg16-397923af.pth'
@@ -233,22 +234,10 @@ def convert_state_dict(state_dict: Mapping[str, Any]) -> dict:
 
 def _read(path: str, what: str, hint: str) -> dict[str, np.ndarray]:
   """Tensors of a .pth (needs torch) or .npz file, with an error that says which file."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'{what} not found: {path!r}. {hint}')
-  if path.endswith('.npz'):
-    with np.load(path) as f:
-      return {k: f[k] for k in f.files}
-  try:
-    import torch  # only to unpickle the weight file; never needed to run the network
-  except ImportError as e:
-    raise ImportError(
-        f'{path} is a PyTorch file and reading it needs the `torch` package, which is not '
-        'installed. Convert the LPIPS weights once on a machine with torch: `python -m '
-        'gigagan_jax.frozen.lpips LIN.pth VGG16.pth lpips_vgg.npz`, then use '
-        '`load_params_npz`') from e
-  state = torch.load(path, map_location='cpu', weights_only=True)
-  return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
-          for k, v in state.items()}
+  return read_tensors(
+      path, f'{what} not found: {path!r}. {hint}',
+      'Convert the LPIPS weights once on a machine with torch: `python -m '
+      'gigagan_jax.frozen.lpips LIN.pth VGG16.pth lpips_vgg.npz`, then use `load_params_npz`')
 
 
 def load_lpips_params(lin_path: str, vgg_path: str) -> dict:
