@@ -44,7 +44,7 @@ def _lpips_params(loss_cfg) -> dict:
   if not path or not os.path.isfile(path):
     raise ConfigError(
         f'config.loss.lpips_path={path!r} is not a file; the LPIPS loss needs converted '
-        'VGG16 + linear-head weights (python -m gigagan_jax.evaluate.lpips LIN.pth VGG16.pth '
+        'VGG16 + linear-head weights (python -m gigagan_jax.frozen.lpips LIN.pth VGG16.pth '
         'OUT.npz), or set config.loss.lpips_weight=0')
   return lpips.load_params_npz(path)
 
