@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def data_dir(micro_data_dir):
   return micro_data_dir
 
@@ -110,6 +110,9 @@ def finish(proc, timeout=600):
 
 # ------------------------------------------------------------ sharded steps
 
+# This module is the longest of the suite: its independent parts run in their
+# own xdist groups (tests/conftest.py), so the two workers share it.
+@pytest.mark.xdist_group('train_sharded')
 def test_sharded_steps_match_single_device(data_dir):
   # R1 every step: one compiled variant per mesh (lazy R1 is test_train_step.py's).
   config = micro_config(data_dir, {'loss.r1_interval': 1})
@@ -184,6 +187,7 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.xdist_group('train_two_processes')
 def test_two_processes_launched_by_local_sh_match_one(tmp_path):
   """launch/local.sh for real: 2 gloo CPU processes, one device each, 2 steps, on
   a fresh data_dir (process 0 builds captioned_shapes while the other waits;
@@ -196,14 +200,15 @@ def test_two_processes_launched_by_local_sh_match_one(tmp_path):
       ['bash', 'launch/local.sh', '--config=configs/t2i_micro.py', f'--workdir={multi}',
        '--nprocs=2', f'--port={free_port()}', f'--python={sys.executable}',
        f'--extra=--config.train.steps=2 --config.train.ckpt_every=2 '
-       f'--config.data.data_dir={data_dir}'],
+       f'--config.loss.r1_interval=1 --config.data.data_dir={data_dir}'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   log_1 = multi / 'launch_logs' / 'process_1.log'
   assert r.returncode == 0, r.stdout + r.stderr + (log_1.read_text() if log_1.exists() else '')
   assert '# all 2 processes exited 0' in r.stdout
   assert "mesh {'data': 2" in r.stdout and '2 process(es)' in r.stdout
 
-  config = micro_config(data_dir, {'train.steps': 2, 'train.ckpt_every': 2})
+  config = micro_config(data_dir, {'train.steps': 2, 'train.ckpt_every': 2,
+                                   'loss.r1_interval': 1})  # one step variant to compile
 
   def both_shards(tokenizer):
     return ConcatShards([make_dataset(config.data, tokenize=tokenizer, seed=config.seed,
@@ -288,9 +293,11 @@ def test_allow_config_change_resumes_and_names_the_change(data_dir, straight_run
 
 # ------------------------------------------------------- SIGTERM, NaN
 
+@pytest.mark.xdist_group('train_faults')
 def test_sigterm_saves_and_exits_zero(data_dir, tmp_path):
   workdir = str(tmp_path / 'preempted')
-  proc = cli(workdir, data_dir, '--config.train.steps=100000', '--config.train.ckpt_every=100000')
+  proc = cli(workdir, data_dir, '--config.train.steps=100000', '--config.train.ckpt_every=100000',
+             '--config.loss.r1_interval=1')  # one step variant to compile
   metrics = os.path.join(workdir, 'metrics.jsonl')
   deadline = time.time() + 300
   while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 2):
@@ -304,9 +311,10 @@ def test_sigterm_saves_and_exits_zero(data_dir, tmp_path):
   assert f'preempted (SIGTERM): saved checkpoint {steps[0]}' in out
 
 
+@pytest.mark.xdist_group('train_faults')
 def test_non_finite_steps_are_skipped_then_restored(data_dir, tmp_path, capsys):
   overrides = {'train.inject_nan_steps': (4, 5, 6), 'train.max_consecutive_skips': 3,
-               'train.steps': 8}
+               'train.steps': 8, 'loss.r1_interval': 1}  # one step variant to compile
   workdir = str(tmp_path / 'nan')
   loop.train(micro_config(data_dir, overrides), workdir, devices=single_device())
   out = capsys.readouterr().out
