@@ -1,7 +1,7 @@
 """Tiny text-to-image GigaGAN at 32 px: the CPU config of the README's main command.
 
-Trains on the embedded `captioned_shapes` data in about 5 minutes on 2 CPU
-cores (~1.1 s per step of 16 images, plus ~1 minute of compilation):
+Trains on the embedded `captioned_shapes` data in about 2 minutes on 2 CPU
+cores (~40 img/s at batch 16 after compilation, 2026-12-02, commit 4314511):
 
   python -m gigagan_jax.train --config=configs/t2i_tiny.py --workdir=runs/tiny
 

@@ -179,8 +179,8 @@ def test_bfloat16_compute_with_float32_params_tracks_float32():
 
 
 # What one forward pass of t2i_tiny (4 images at 32 px) may cost, in XLA's
-# own FLOP count: the README's CPU training (~1.1 s per step of 16 images on
-# 2 cores, configs/t2i_tiny.py) needs the tiny model to stay this small.
+# own FLOP count: the README's CPU training (minutes on 2 cores,
+# configs/t2i_tiny.py) needs the tiny model to stay this small.
 # Measured: G 0.64 GFLOP, D 0.63 GFLOP.
 TINY_FORWARD_FLOPS = 1.0e9
 
