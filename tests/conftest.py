@@ -21,7 +21,6 @@ import tempfile
 import pytest
 
 
-
 def xla_flags(devices: int = 8) -> str:
   """The one XLA_FLAGS string of the test process and of every subprocess it
   starts, but for the device count: the persistent compilation cache keys on
