@@ -135,3 +135,29 @@ def micro_run(tmp_path_factory, micro_data_dir):
   ckpt.close()
   return workdir
 
+
+# A tiny random Hugging Face CLIP, for the converter-parity tests of the CLIP towers.
+CLIP_VOCAB, CLIP_EOS = 99, 98
+
+
+def save_tiny_hf_clip(directory, **vision_config):
+  """A random transformers.CLIPModel with a small fixed text tower and the given
+  vision tower, its LayerNorms perturbed (so a skipped or misplaced LN shows),
+  saved in `directory` as config.json + model.safetensors. Returns the model."""
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  cfg = transformers.CLIPConfig(
+      text_config=dict(vocab_size=CLIP_VOCAB, hidden_size=32, intermediate_size=37,
+                       num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16,
+                       bos_token_id=97, eos_token_id=CLIP_EOS, pad_token_id=0),
+      vision_config=vision_config, projection_dim=24)
+  model = transformers.CLIPModel(cfg).eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if 'norm' in name or 'layrnorm' in name:
+        noise = 0.3 * torch.randn_like(p)
+        p.copy_(1.0 + noise if name.endswith('weight') else noise)
+  model.save_pretrained(directory, safe_serialization=True)
+  return model
+

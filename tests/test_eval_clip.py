@@ -4,34 +4,21 @@ import json
 import numpy as np
 import pytest
 
+from conftest import CLIP_EOS as EOS
+from conftest import CLIP_VOCAB as VOCAB
+from conftest import save_tiny_hf_clip
 from gigagan_jax.evaluate import clip_score
 from gigagan_jax.frozen import clip_model
 
 import torch
-import transformers
-
-VOCAB, EOS = 99, 98
 
 
 @pytest.fixture(scope='module')
 def hf_clip(tmp_path_factory):
   """A random small CLIPModel saved as config.json + model.safetensors."""
-  torch.manual_seed(0)
-  cfg = transformers.CLIPConfig(
-      text_config=dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                       num_attention_heads=4, max_position_embeddings=16, bos_token_id=97,
-                       eos_token_id=EOS, pad_token_id=0),
-      vision_config=dict(hidden_size=40, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, image_size=30, patch_size=6, hidden_act='gelu'),
-      projection_dim=24)
-  model = transformers.CLIPModel(cfg).eval()
-  with torch.no_grad():  # non-trivial LayerNorms and embeddings, not just the init values
-    for name, p in model.named_parameters():
-      if 'norm' in name or 'layrnorm' in name:
-        noise = 0.3 * torch.randn_like(p)
-        p.copy_(1.0 + noise if name.endswith('weight') else noise)
   directory = tmp_path_factory.mktemp('clip')
-  model.save_pretrained(directory, safe_serialization=True)
+  model = save_tiny_hf_clip(directory, hidden_size=40, intermediate_size=48, num_hidden_layers=2,
+                            num_attention_heads=4, image_size=30, patch_size=6, hidden_act='gelu')
   return model, str(directory)
 
 

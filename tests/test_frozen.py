@@ -9,6 +9,9 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import CLIP_EOS as EOS
+from conftest import CLIP_VOCAB as VOCAB
+from conftest import save_tiny_hf_clip
 from gigagan_jax import losses
 from gigagan_jax.config_utils import ConfigError
 from gigagan_jax.frozen import clip_loss, clip_model, clip_preprocess, sizes, vision_aided
@@ -18,29 +21,15 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-VOCAB, EOS = 99, 98
 IMAGE, PATCH = 28, 7  # a 4x4 patch grid
 
 
 @pytest.fixture(scope='module')
 def hf_clip(tmp_path_factory):
   """A random tiny CLIPModel saved as config.json + model.safetensors."""
-  torch.manual_seed(0)
-  cfg = transformers.CLIPConfig(
-      text_config=dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                       num_attention_heads=4, max_position_embeddings=16, bos_token_id=97,
-                       eos_token_id=EOS, pad_token_id=0),
-      vision_config=dict(hidden_size=32, intermediate_size=40, num_hidden_layers=3,
-                         num_attention_heads=4, image_size=IMAGE, patch_size=PATCH),
-      projection_dim=24)
-  model = transformers.CLIPModel(cfg).eval()
-  with torch.no_grad():  # non-trivial LayerNorms, so a skipped or misplaced LN shows
-    for name, p in model.named_parameters():
-      if 'norm' in name or 'layrnorm' in name:
-        noise = 0.3 * torch.randn_like(p)
-        p.copy_(1.0 + noise if name.endswith('weight') else noise)
   directory = tmp_path_factory.mktemp('clip')
-  model.save_pretrained(directory, safe_serialization=True)
+  model = save_tiny_hf_clip(directory, hidden_size=32, intermediate_size=40, num_hidden_layers=3,
+                            num_attention_heads=4, image_size=IMAGE, patch_size=PATCH)
   return model, str(directory), clip_model.load_clip(str(directory))
 
 
