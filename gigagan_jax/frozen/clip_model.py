@@ -35,7 +35,8 @@ from etils import epath
 from flax import linen as nn
 from flax import struct
 
-from gigagan_jax.text.clip import CLIPTextConfig, CLIPTextTransformer, convert_clip_text
+from gigagan_jax.text.clip import (CLIPTextConfig, CLIPTextTransformer, activation,
+                                   convert_clip_text)
 
 OPENAI_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -86,16 +87,6 @@ def vit_b32_config() -> CLIPConfig:
                     projection_dim=512, name='ViT-B/32 (shapes only)')
 
 
-def _activation(name: str):
-  if name == 'quick_gelu':  # OpenAI CLIP's sigmoid approximation of GELU
-    return lambda x: x * jax.nn.sigmoid(1.702 * x)
-  if name == 'gelu':
-    return lambda x: jax.nn.gelu(x, approximate=False)
-  if name in ('gelu_new', 'gelu_pytorch_tanh'):
-    return lambda x: jax.nn.gelu(x, approximate=True)
-  raise ValueError(f'CLIP vision_config.hidden_act {name!r} is not supported')
-
-
 class VisionLayer(nn.Module):
   """Pre-LN transformer block with bidirectional attention. [B, L, D] -> [B, L, D]."""
   cfg: CLIPVisionConfig
@@ -112,7 +103,7 @@ class VisionLayer(nn.Module):
     y = jax.nn.dot_product_attention(*qkv)  # 1/sqrt(Dh) scaling, as CLIP
     x = x + nn.DenseGeneral(d, axis=(-2, -1), dtype=self.dtype, name='out_proj')(y)
     y = nn.Dense(cfg.intermediate_size, dtype=self.dtype, name='fc1')(ln('layer_norm2')(x))
-    return x + nn.Dense(d, dtype=self.dtype, name='fc2')(_activation(cfg.hidden_act)(y))
+    return x + nn.Dense(d, dtype=self.dtype, name='fc2')(activation(cfg.hidden_act)(y))
 
 
 class CLIPVisionTransformer(nn.Module):

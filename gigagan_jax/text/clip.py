@@ -41,7 +41,8 @@ class CLIPTextConfig:
     return cls(**{k: cfg[k] for k in names if k in cfg}, projection_dim=projection_dim)
 
 
-def _activation(name: str):
+def activation(name: str):
+  """A Hugging Face CLIP `hidden_act` name (text or vision config) as a function."""
   if name == 'quick_gelu':  # OpenAI CLIP's sigmoid approximation of GELU
     return lambda x: x * jax.nn.sigmoid(1.702 * x)
   if name == 'gelu':
@@ -79,7 +80,7 @@ class CLIPLayer(nn.Module):
     ln = lambda name: nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name=name)
     x = x + CLIPAttention(cfg, self.dtype, name='self_attn')(ln('layer_norm1')(x))
     y = nn.Dense(cfg.intermediate_size, dtype=self.dtype, name='fc1')(ln('layer_norm2')(x))
-    y = nn.Dense(cfg.hidden_size, dtype=self.dtype, name='fc2')(_activation(cfg.hidden_act)(y))
+    y = nn.Dense(cfg.hidden_size, dtype=self.dtype, name='fc2')(activation(cfg.hidden_act)(y))
     return x + y
 
 
