@@ -113,9 +113,20 @@ def get_base_config():
   loss.r1_gamma = 0.2048             # paper range 0.2048-2.048 (open question 7)
   loss.r1_interval = 16              # paper: lazy R1 every 16 D steps
   loss.wgan_gp_weight = 10.0         # only for loss.gan = 'wgan'
-  # Not in the train step yet (validate() refuses non-zero values):
-  loss.clip_weight = 0.0             # CLIP contrastive loss on G (paper Eq. 9)
-  loss.vision_aided_weight = 0.0     # vision-aided D on frozen CLIP features
+  # Losses on a frozen CLIP (weights from clip_dir; both off by default).
+  # Either weight may follow a schedule, loss.<name>_schedule (losses.scheduled_weight).
+  loss.clip_weight = 0.0             # CLIP contrastive loss on G (paper Eq. 9); 0 = off
+  loss.clip_temperature = 0.01       # tau of Eq. 9: 1 / OpenAI CLIP's exp(logit_scale) = 1/100
+  loss.vision_aided_weight = 0.0     # vision-aided D on frozen CLIP ViT features; 0 = off
+  # Hugging Face CLIPModel directory (config.json + model.safetensors; for the
+  # CLIP loss also vocab.json + merges.txt), the paper's OpenAI ViT-B/32
+  # (openai/clip-vit-base-patch32), shared by both losses.
+  loss.clip_dir = ''
+  loss.vision_aided_layers = (4, 8, 12)  # tapped ViT layers (official VA code: 4, 8 + global)
+  loss.vision_aided_proj_dim = 256   # width P of the fixed random projection (Projected GAN)
+  loss.vision_aided_channels = 256   # width C of the heads' 3x3 convs (official VA code: 256)
+  loss.vision_aided_head_layers = 1  # text-modulated 1x1 layers per head (1: projection-style)
+  loss.vision_aided_seed = 0         # seed of the fixed projection (a restart redraws it equal)
 
   # ---------------------------------------------------------------- optimiser
   o = c.optim = ml_collections.ConfigDict()

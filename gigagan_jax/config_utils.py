@@ -191,6 +191,9 @@ def _validate_sr(config) -> int:
     _require(loss[field] >= 0, f'loss.{field}', f'must be >= 0, got {loss[field]}')
   _require(loss.pixel_weight + loss.lpips_weight + loss.gan_weight > 0 or u.kind == 'bicubic',
            'loss.pixel_weight', 'every SR loss weight is 0: nothing would be trained')
+  _require(loss.get('vision_aided_weight', 0.0) == 0, 'loss.vision_aided_weight',
+           'the SR step has no vision-aided D (the paper uses it for text-to-image only); '
+           'leave it at 0 (loss.clip_weight, the CLIP loss, is available)')
   # A missing loss.lpips_path is reported when the trainer loads it (sizing
   # tools need no weights).
   _require(1 <= config.discriminator.levels <= num_scales(r), 'discriminator.levels',
@@ -223,8 +226,144 @@ def _check_schedule(points, field: str):
   _require(steps == sorted(steps), field, f'steps must not decrease, got {steps}')
 
 
-def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks field combinations; returns the config for chaining."""
+# ------------------------------------- losses on frozen CLIP (CLIP loss, vision-aided D)
+# Here, not in gigagan_jax.frozen, for the reason the upsampler checks are:
+# validation imports no model code (the vision-aided heads are model code).
+
+# Defaults of the vision-aided D's fields (frozen/vision_aided.py reads them).
+# Layers 4 and 8 are the official code's taps; 12 (the last layer's patch
+# tokens) stands in for its global level on the pooled embedding.
+VISION_AIDED_LAYERS = (4, 8, 12)
+VISION_AIDED_PROJ_DIM = 256
+VISION_AIDED_CHANNELS = 256
+VISION_AIDED_HEAD_LAYERS = 1
+VISION_AIDED_SEED = 0
+
+# (field of config.loss, default, meaning): what validate_frozen and the
+# frozen package read; configs/base.py declares them. Weights at 0 leave CLIP
+# out entirely.
+FROZEN_LOSS_FIELDS = (
+    ('clip_weight', 0.0, 'CLIP contrastive loss on G (paper Eq. 9); 0 = off'),
+    ('clip_temperature', 0.01, 'tau of Eq. 9: 1 / OpenAI CLIP exp(logit_scale) = 1/100'),
+    ('vision_aided_weight', 0.0, 'vision-aided D (frozen CLIP ViT + fixed projection); 0 = off'),
+    ('clip_dir', '', 'Hugging Face CLIPModel directory (config.json + model.safetensors), '
+                     'OpenAI ViT-B/32, for both losses'),
+    ('vision_aided_layers', VISION_AIDED_LAYERS,
+     'tapped CLIP ViT layers (1..12 for ViT-B/32; hidden-state numbering)'),
+    ('vision_aided_proj_dim', VISION_AIDED_PROJ_DIM, 'width P of the fixed projection'),
+    ('vision_aided_channels', VISION_AIDED_CHANNELS, 'width C of the 3x3 head convs'),
+    ('vision_aided_head_layers', VISION_AIDED_HEAD_LAYERS,
+     'text-modulated 1x1 layers per head (1 = projection-style)'),
+    ('vision_aided_seed', VISION_AIDED_SEED, 'seed of the fixed random projection'),
+)
+
+CLIP_TOKENIZER_FILES = ('vocab.json', 'merges.txt')
+
+
+def _clip_checkpoint(clip_dir: str, users: str) -> dict:
+  """config.json of the CLIP checkpoint at loss.clip_dir, after checking the files exist."""
+  import json
+  from etils import epath
+  hint = ('a Hugging Face CLIPModel directory with config.json + model.safetensors '
+          '(OpenAI CLIP ViT-B/32: openai/clip-vit-base-patch32)')
+  _require(bool(clip_dir), 'loss.clip_dir', f'{users} needs CLIP weights: {hint}; it is empty')
+  root = epath.Path(clip_dir)
+  _require(root.is_dir(), 'loss.clip_dir',
+           f'{clip_dir!r} is not a directory ({users} needs {hint})')
+  for name in ('config.json', 'model.safetensors'):
+    _require((root / name).is_file(), 'loss.clip_dir',
+             f'{clip_dir!r} has no {name} ({users} needs {hint})')
+  try:
+    raw = json.loads((root / 'config.json').read_text())
+  except ValueError as e:
+    raise ConfigError(f'config.loss.clip_dir: {clip_dir}/config.json is not JSON: {e}') from None
+  for tower in ('vision_config', 'text_config'):
+    _require(tower in raw, 'loss.clip_dir',
+             f'{clip_dir}/config.json has no {tower!r}: {users} needs a full CLIPModel '
+             '(image and text towers), not a single tower')
+  return raw
+
+
+def _check_clip_tokenizer(config):
+  """The CLIP loss tokenizes each caption a second time with CLIP's BPE (the
+  run's own tokenizer may be any): vocab.json + merges.txt from loss.clip_dir,
+  or else text.vocab_path / merges_path when text.tokenizer is 'clip'."""
+  from etils import epath
+  clip_dir = config.loss.clip_dir
+  if all((epath.Path(clip_dir) / n).is_file() for n in CLIP_TOKENIZER_FILES):
+    return
+  text = config.text
+  _require(text.get('tokenizer') == 'clip', 'loss.clip_dir',
+           f'{clip_dir!r} has no {" + ".join(CLIP_TOKENIZER_FILES)}: the CLIP loss tokenizes the '
+           'captions with CLIP\'s BPE (the Hugging Face repo of the checkpoint has both files), '
+           f'and config.text.tokenizer={text.get("tokenizer")!r} is not CLIP\'s')
+
+
+def validate_frozen(config, *, check_files: bool = True):
+  """Checks the CLIP-loss and vision-aided fields; returns `config` for chaining.
+
+  Raises ConfigError naming the field when: a weight is negative; the CLIP
+  loss is on (weight > 0) with data.batch_size < 2 (Eq. 9 needs other
+  captions as negatives) or loss.clip_temperature <= 0; the vision-aided D
+  has empty, repeated or non-positive layers or non-positive widths.
+  With check_files, also when a loss is on and loss.clip_dir is empty, not a
+  directory, lacks config.json or model.safetensors, is not a two-tower
+  CLIPModel, taps layers outside its image tower, or (CLIP loss) there is no
+  CLIP vocabulary to tokenize the captions with (`_check_clip_tokenizer`).
+  Uses `cfg.get(field, default)`, so it runs on configs that predate the fields.
+  """
+  loss = config.get('loss', {})
+  clip_w = float(loss.get('clip_weight', 0.0))
+  va_w = float(loss.get('vision_aided_weight', 0.0))
+  for field, w in (('clip_weight', clip_w), ('vision_aided_weight', va_w)):
+    _require(w >= 0, f'loss.{field}', f'must be >= 0, got {w}')
+  if clip_w == 0 and va_w == 0:
+    return config
+
+  if clip_w > 0:
+    batch = int(config.get('data', {}).get('batch_size', 0))
+    _require(batch >= 2, 'data.batch_size',
+             f'the CLIP contrastive loss (loss.clip_weight={clip_w}) scores each image against '
+             f'the other captions of the batch, so it needs at least 2; got {batch}')
+    tau = float(loss.get('clip_temperature', 0.01))
+    _require(tau > 0, 'loss.clip_temperature', f'must be > 0, got {tau}')
+
+  layers = tuple(loss.get('vision_aided_layers', VISION_AIDED_LAYERS))
+  if va_w > 0:
+    _require(bool(layers) and all(int(l) == l and l >= 1 for l in layers)
+             and len(set(layers)) == len(layers), 'loss.vision_aided_layers',
+             f'distinct CLIP image-tower layers >= 1, got {layers}')
+    for field, default in (('vision_aided_proj_dim', VISION_AIDED_PROJ_DIM),
+                           ('vision_aided_channels', VISION_AIDED_CHANNELS),
+                           ('vision_aided_head_layers', VISION_AIDED_HEAD_LAYERS)):
+      value = loss.get(field, default)
+      _require(int(value) == value and value >= 1, f'loss.{field}',
+               f'must be a positive integer, got {value!r}')
+  if not check_files:
+    return config
+
+  users = ' and '.join(u for u, w in (('loss.clip_weight > 0', clip_w),
+                                      ('loss.vision_aided_weight > 0', va_w)) if w > 0)
+  raw = _clip_checkpoint(str(loss.get('clip_dir', '')), users)
+  if va_w > 0:
+    n = int(raw['vision_config'].get('num_hidden_layers', 12))  # HF's default (ViT-B)
+    _require(max(layers) <= n, 'loss.vision_aided_layers',
+             f'distinct CLIP image-tower layers in 1..{n} (the checkpoint at loss.clip_dir has '
+             f'{n}), got {layers}')
+  if clip_w > 0 and 'text' in config:
+    _check_clip_tokenizer(config)
+  return config
+
+
+def validate(config: ml_collections.ConfigDict, *,
+             check_files: bool = False) -> ml_collections.ConfigDict:
+  """Checks field combinations; returns the config for chaining.
+
+  check_files: also open the CLIP checkpoint that loss.clip_dir names when
+  the CLIP loss or the vision-aided D is on (`validate_frozen`). The trainer
+  sets it; sizing and inference tools (summary, planner, sweep, sample) do
+  not, so they work on a config whose weights live elsewhere.
+  """
   task = config.get('task', 't2i')
   _require(task in ('t2i', 'sr'), 'task', f"must be 't2i' or 'sr', got {task!r}")
   if task == 'sr':
@@ -247,8 +386,5 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for field in sorted(config.loss):
     if field.endswith('_schedule'):
       _check_schedule(config.loss[field], f'loss.{field}')
-  for field in ('clip_weight', 'vision_aided_weight'):
-    _require(config.loss[field] == 0, f'loss.{field}',
-             'the CLIP-contrastive and vision-aided losses are not in the train step yet; '
-             'leave it at 0')
+  validate_frozen(config, check_files=check_files)
   return config

@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ('generator.dtype', 'float64', r'config\.generator\.dtype'),
     ('loss.gan', 'relativistic', r"config\.loss\.gan: .* got 'relativistic'"),
     ('text.backbone', 't5', r'config\.text\.backbone'),
-    ('loss.clip_weight', 0.1, r'config\.loss\.clip_weight: .* not in the train step yet'),
+    ('loss.clip_weight', -0.1, r'config\.loss\.clip_weight: must be >= 0'),
 ])
 def test_bad_fields_are_named(field, value, message):
   config = load_config(os.path.join(REPO, 'configs/t2i_tiny.py'))

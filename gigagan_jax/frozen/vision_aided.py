@@ -49,19 +49,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from gigagan_jax import config_utils
 from gigagan_jax.frozen.clip_model import CLIPConfig, CLIPVisionConfig, CLIPVisionTransformer, CLIPWeights
 from gigagan_jax.frozen.clip_preprocess import clip_pixels
 from gigagan_jax.models.discriminator import PredictionHead
 from gigagan_jax.nn.equalized import EqualConv, lrelu
 
-# Defaults of the config fields (loss.vision_aided_*), see validate.EXPECTED_FIELDS.
-# Layers 4 and 8 are the official code's taps; 12 (the last layer's patch
-# tokens) stands in for its global level on the pooled embedding.
-DEFAULT_LAYERS = (4, 8, 12)
-DEFAULT_PROJ_DIM = 256
-DEFAULT_CHANNELS = 256
-DEFAULT_HEAD_LAYERS = 1
-DEFAULT_SEED = 0
+# Defaults of the config fields (loss.vision_aided_*, config_utils.FROZEN_LOSS_FIELDS).
+DEFAULT_LAYERS = config_utils.VISION_AIDED_LAYERS
+DEFAULT_PROJ_DIM = config_utils.VISION_AIDED_PROJ_DIM
+DEFAULT_CHANNELS = config_utils.VISION_AIDED_CHANNELS
+DEFAULT_HEAD_LAYERS = config_utils.VISION_AIDED_HEAD_LAYERS
+DEFAULT_SEED = config_utils.VISION_AIDED_SEED
 
 
 def logit_name(layer: int) -> str:
