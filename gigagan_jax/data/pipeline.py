@@ -19,7 +19,8 @@ with the training checkpoint via grain.checkpoint.CheckpointSave):
 A batch is a dict of numpy arrays with b = data.batch_size / process_count rows:
   image    uint8 [b, R, R, 3]
   caption  str   [b]          (for logging; '' where dropped)
-  tokens   int32 [b, L], eot int32 [b]   (from the `tokenize` callable)
+  tokens   int32 [b, L], eot int32 [b]   (from the `tokenize` callable, with any
+                               other entries it returns, e.g. clip_tokens/clip_eot)
   <label>  int32 [b]          (every integer scalar feature, e.g. captioned_shapes'
                                shape/color/count/size/position/background)
   lr       uint8 [b, s/scale, s/scale, 3]  only with `degradation`; `image` is
@@ -256,15 +257,16 @@ def collate(examples: list) -> dict:
 
 
 class Tokenize(grain.transforms.Map):
-  """Adds 'tokens' int32 [b, L] and 'eot' int32 [b] from tokenize(list of str)."""
+  """Adds 'tokens' int32 [b, L] and 'eot' int32 [b] from tokenize(list of str),
+  and any other entry it returns (the CLIP loss's 'clip_tokens' / 'clip_eot')."""
 
   def __init__(self, tokenize):
     self.tokenize = tokenize
 
   def map(self, batch):
     t = self.tokenize([str(c) for c in batch['caption']])
-    batch['tokens'] = np.asarray(t['tokens'], np.int32)
-    batch['eot'] = np.asarray(t['eot'], np.int32)
+    for key, value in t.items():
+      batch[key] = np.asarray(value, np.int32)
     return batch
 
 

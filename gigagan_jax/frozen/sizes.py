@@ -39,7 +39,7 @@ def vision_aided_frozen_shapes(spec: vision_aided.VisionAidedSpec, seed: int = 0
           'projection': jax.eval_shape(lambda: vision_aided.random_projection(seed, spec))}
 
 
-def _clip_config(loss_cfg) -> clip_model.CLIPConfig:
+def clip_config(loss_cfg) -> clip_model.CLIPConfig:
   """The checkpoint's config when loss.clip_dir holds one, else ViT-B/32's sizes."""
   clip_dir = loss_cfg.get('clip_dir', '')
   if clip_dir:
@@ -65,7 +65,7 @@ def frozen_param_bytes(config, clip_cfg: clip_model.CLIPConfig | None = None) ->
   loss = config.get('loss', {})
   out = {}
   uses_clip = loss.get('clip_weight', 0.0) > 0 or loss.get('vision_aided_weight', 0.0) > 0
-  cfg = clip_cfg or (_clip_config(loss) if uses_clip else None)
+  cfg = clip_cfg or (clip_config(loss) if uses_clip else None)
   if loss.get('clip_weight', 0.0) > 0:
     out['clip'] = tree_bytes(clip_param_shapes(cfg))
   if loss.get('vision_aided_weight', 0.0) > 0:

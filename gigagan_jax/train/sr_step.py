@@ -3,13 +3,16 @@
   train_step(state, batch, frozen, do_r1) -> (state, metrics)
 
 batch: {'image': uint8 [B, S, S, 3] HR crops, 'lr': uint8 [B, S/s, S/s, 3],
-'tokens' int32 [B, L], 'eot' int32 [B]}; frozen: {'backbone': text backbone
-params, 'lpips': LPIPS-VGG params} (either may be {} when unused).
+'tokens' int32 [B, L], 'eot' int32 [B]} (+ 'clip_tokens', 'clip_eot' with the
+CLIP loss); frozen: {'backbone': text backbone params, 'lpips': LPIPS-VGG
+params, 'clip': CLIP params} (each may be {} or absent when unused).
 
 G is the upsampler (GigaGAN's or a baseline): fake = G(lr, text, z). Its loss
   pixel_weight * |fake - hr|_1 + lpips_weight * LPIPS(fake, hr)
   + gan_weight * (adversarial + matching-aware terms against D)
-(paper section 4: the GAN objective plus LPIPS with weight 10). D is the
+  + clip_weight * CLIP loss (Eq. 9) of G's output ('clip')
+(paper section 4: the GAN objective, CLIP loss included, plus LPIPS with
+weight 10; no vision-aided D for the upsampler). D is the
 MS-I/O discriminator on the HR pyramid, conditioned on the text and on the
 low-res input, which joins every pyramid level as 3 extra channels: D judges
 "is this a real HR image *of this LR image*", so G cannot drift from its input.
@@ -37,6 +40,7 @@ import optax
 
 from gigagan_jax import losses
 from gigagan_jax.frozen.lpips import lpips_loss
+from gigagan_jax.train import frozen_losses
 from gigagan_jax.train.step import (_all_finite, _apply_updates, box_pyramid, ema_beta,
                                     mismatched_text, r1_due, r1_weight, text_features)
 
@@ -64,14 +68,18 @@ def hr_r1_penalty(d_fn, hr, lr, levels: int):
   return losses.r1_penalty(lambda x: d_fn(with_low_res(box_pyramid(x[0], levels), lr)), (hr,))
 
 
-def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None):
+def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   """Builds the (un-jitted) SR step for these models and config (`.r1_due` as
-  make_train_step's; always False without a GAN term)."""
+  make_train_step's; always False without a GAN term). clip_cfg: the frozen
+  CLIP's sizes when the CLIP loss is on (default frozen_losses.clip_config)."""
   loss_cfg, levels = config.loss, config.discriminator.levels
   kind = loss_cfg.gan
   z_dim = config.upsampler.get('z_dim', 1)
   use_gan = loss_cfg.gan_weight > 0
   matching = loss_cfg.matching_aware
+  use_clip = frozen_losses.clip_on(loss_cfg)
+  if use_clip and clip_cfg is None:
+    clip_cfg = frozen_losses.clip_config(config)
 
   def d_input(hr, lr):
     return with_low_res(box_pyramid(hr, levels), lr)
@@ -90,14 +98,17 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None):
     loss = loss + r1 * r1_weight(loss_cfg)
     return loss, {'d_loss': loss, 'r1': r1, 'd_acc': losses.d_accuracy(real_logits, fake_logits)}
 
-  def g_loss_fn(g_params, d_params, lr, hr, z, text, wrong, valid, lpips_params, step):
+  def g_loss_fn(g_params, d_params, lr, hr, z, text, wrong, valid, frozen, batch, step):
     fake = g.apply({'params': g_params}, lr, text, z)
     pixel = jnp.mean(jnp.abs(fake - hr))
     weight = functools.partial(losses.scheduled_weight, loss_cfg, step=step)
     loss, metrics = weight('pixel_weight') * pixel, {'pixel': pixel}
     if loss_cfg.lpips_weight > 0:
-      perceptual = lpips_loss(lpips_params, fake, hr)
+      perceptual = lpips_loss(frozen.get('lpips'), fake, hr)
       loss, metrics['lpips'] = loss + weight('lpips_weight') * perceptual, perceptual
+    if use_clip:
+      clip = frozen_losses.clip_term(config, clip_cfg, frozen['clip'], fake, batch)
+      loss, metrics['clip'] = loss + weight('clip_weight') * clip, clip
     if use_gan:
       if matching:
         fake_logits, fake_wrong = d.apply({'params': d_params}, d_input(fake, lr), text, wrong)
@@ -128,7 +139,7 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None):
 
     (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
         state['g'], d_params, lr, hr, jax.random.normal(k_gz, (b, z_dim)), text, wrong, valid,
-        frozen.get('lpips'), step)
+        frozen, batch, step)
     g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'])
 
     finite = _all_finite(d_metrics.get('d_loss', 0.0), g_loss, d_grads, g_grads)

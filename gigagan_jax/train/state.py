@@ -9,6 +9,8 @@
     'total_skips': int32 [],
   }
 
+D's tree includes the vision-aided heads when that loss is on (init_params).
+
 Shardings come from the parameters' logical axis names (parallel.LOGICAL_RULES);
 optimizer moments follow their parameters, scalars are replicated.
 """
@@ -23,6 +25,7 @@ from flax import linen as nn
 
 from gigagan_jax import parallel
 from gigagan_jax.models.build import build_models, example_g_inputs, example_pyramid, example_text
+from gigagan_jax.train import frozen_losses
 
 
 # Weight decay on attention weights only. The paper stabilises attention in
@@ -76,11 +79,20 @@ def make_optimizers(config):
 
 
 def init_params(g, d, config, key, feature_dim: int, batch: int = 2):
-  """Boxed (logically partitioned) G and D params."""
+  """Boxed (logically partitioned) G and D params.
+
+  With the vision-aided D on (loss.vision_aided_weight > 0) D's tree also
+  holds its trainable heads under frozen_losses.VA_KEY: D's optimiser trains
+  them and checkpoints save them. Off, the tree is D's alone.
+  """
   k_g, k_d = jax.random.split(key)
   g_params = g.init(k_g, *example_g_inputs(config, batch, feature_dim))['params']
   d_params = d.init(k_d, example_pyramid(config, batch),
                     example_text(config, batch, feature_dim))['params']
+  if frozen_losses.va_on(config.loss):
+    # A key of its own: G's and D's draws stay what they are without the heads.
+    heads = frozen_losses.init_va_heads(config, jax.random.fold_in(key, 2))
+    d_params = {**d_params, frozen_losses.VA_KEY: heads}
   return g_params, d_params
 
 

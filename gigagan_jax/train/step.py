@@ -1,8 +1,23 @@
 """One GigaGAN training step: a D update then a G update, as a pure function.
 
-  train_step(state, batch, backbone_params, do_r1) -> (state, metrics)
+  train_step(state, batch, frozen, do_r1) -> (state, metrics)
 
-batch: {'image': uint8 [B, R, R, 3], 'tokens': int32 [B, L], 'eot': int32 [B]}.
+batch: {'image': uint8 [B, R, R, 3], 'tokens': int32 [B, L], 'eot': int32 [B]}
+(+ 'clip_tokens' int32 [B, Lc], 'clip_eot' int32 [B] with the CLIP loss).
+frozen: {'backbone': text backbone params, 'clip': CLIP params (CLIP loss),
+'vision_aided': the vision-aided D's frozen tree}; absent entries are unused
+(train/frozen_losses.py). Frozen params enter through stop_gradient and are
+never part of the state.
+
+Losses (weights in config.loss, each optionally scheduled, see
+losses.scheduled_weight):
+  D: MS-I/O GAN + matching-aware (Eq. 8) + lazy R1
+     + vision_aided_weight * vision-aided D loss ('d_va')
+  G: GAN + matching-aware + clip_weight * CLIP loss (Eq. 9, 'clip')
+     + vision_aided_weight * vision-aided G loss ('g_va')
+A weight of 0 leaves its term out of the traced program: with both CLIP
+weights at 0 the state, the program and the checkpoints are those of a
+step without them.
 do_r1 is a static Python bool: whether this step adds the lazy R1 penalty.
 The host decides it (`r1_due(config.loss, step)`, from the step count it
 keeps anyway), so the step compiles into two programs, with and without R1,
@@ -22,6 +37,7 @@ import optax
 
 from gigagan_jax import losses
 from gigagan_jax.parallel import batch_sharding, replicated
+from gigagan_jax.train import frozen_losses
 
 
 def real_pyramid(images, levels: int):
@@ -93,9 +109,11 @@ def mismatched_text(text: dict, key):
   return jax.tree.map(lambda x: jnp.take(x, index, axis=0), text), valid
 
 
-def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
+def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   """Builds the (un-jitted) step function for these models and config.
 
+  clip_cfg: the frozen CLIP's sizes (clip_model.CLIPConfig) when the CLIP loss
+  or the vision-aided D is on; default frozen_losses.clip_config(config).
   The function carries `.r1_due(step) -> bool` (r1_due for this config), for
   the host to choose its do_r1 argument.
   """
@@ -104,11 +122,24 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
   z_dim = config.generator.z_dim
   inject_nan = tuple(config.train.get('inject_nan_steps', ()))
   matching = loss_cfg.matching_aware
+  use_clip, use_va = frozen_losses.clip_on(loss_cfg), frozen_losses.va_on(loss_cfg)
+  if (use_clip or use_va) and clip_cfg is None:
+    clip_cfg = frozen_losses.clip_config(config)
+  va_spec = frozen_losses.va_spec(config, clip_cfg) if use_va else None
 
   def generate(g_params, z, text):
     return g.apply({'params': g_params}, z, text)
 
-  def d_loss_fn(d_params, fake, real, text, wrong, valid, do_r1, key):
+  def vision_aided_d(d_own, heads, frozen, real, fake, text, weight):
+    """D's vision-aided term on the top pyramid level, text from D's own t_D."""
+    t_d = d.apply({'params': d_own}, text, method='text_embedding')
+    real_va, fake_va = frozen_losses.va_real_fake_logits(
+        va_spec, frozen['vision_aided'], heads, real[0], fake[0], t_d)
+    d_va = losses.discriminator_loss(kind, real_va, fake_va)
+    return weight('vision_aided_weight') * d_va, {'d_va': d_va}
+
+  def d_loss_fn(d_params, fake, real, text, wrong, valid, do_r1, key, frozen, step):
+    d_params, heads = frozen_losses.split_d(d_params)
     d_fn = lambda pyr, t=text: d.apply({'params': d_params}, pyr, t)
     if matching:  # one image trunk per pyramid, a text head for each caption
       real_logits, real_wrong = d.apply({'params': d_params}, real, text, wrong)
@@ -121,36 +152,56 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
       loss = loss + loss_cfg.wgan_gp_weight * losses.gradient_penalty(d_fn, real, fake, key)
     r1 = losses.r1_penalty(d_fn, real) if do_r1 else jnp.zeros((), jnp.float32)
     loss = loss + r1 * r1_weight(loss_cfg)
-    metrics = {'d_loss': loss, 'r1': r1, 'd_acc': losses.d_accuracy(real_logits, fake_logits),
+    metrics = {'d_acc': losses.d_accuracy(real_logits, fake_logits),
                'real_score': losses.total_logit(real_logits) / len(real_logits),
                'fake_score': losses.total_logit(fake_logits) / len(fake_logits)}
+    if use_va:
+      weight = functools.partial(losses.scheduled_weight, loss_cfg, step=step)
+      va_loss, va_metrics = vision_aided_d(d_params, heads, frozen, real, fake, text, weight)
+      loss = loss + va_loss
+      metrics.update(va_metrics)
+    metrics.update(d_loss=loss, r1=r1)
     if matching:
       metrics.update(d_match_real=losses.matching_term(kind, real_wrong, valid),
                      d_match_fake=losses.matching_term(kind, fake_wrong, valid),
                      match_valid=jnp.mean(valid.astype(jnp.float32)))
     return loss, metrics
 
-  def g_loss_fn(g_params, d_params, z, text, wrong, valid):
+  def g_loss_fn(g_params, d_params, z, text, wrong, valid, frozen, batch, step):
+    d_params, heads = frozen_losses.split_d(d_params)
     fake = generate(g_params, z, text)
-    if not matching:
-      return losses.generator_loss(kind, d.apply({'params': d_params}, fake, text)), {}
-    fake_logits, fake_wrong = d.apply({'params': d_params}, fake, text, wrong)
-    loss = losses.generator_loss(kind, fake_logits, fake_wrong, valid, loss_cfg.matching_weight)
-    return loss, {'g_match': losses.matching_term(kind, fake_wrong, valid)}
+    metrics = {}
+    if matching:
+      fake_logits, fake_wrong = d.apply({'params': d_params}, fake, text, wrong)
+      loss = losses.generator_loss(kind, fake_logits, fake_wrong, valid, loss_cfg.matching_weight)
+      metrics['g_match'] = losses.matching_term(kind, fake_wrong, valid)
+    else:
+      loss = losses.generator_loss(kind, d.apply({'params': d_params}, fake, text))
+    weight = functools.partial(losses.scheduled_weight, loss_cfg, step=step)
+    if use_clip:  # Eq. 9 on the full-resolution output
+      clip = frozen_losses.clip_term(config, clip_cfg, frozen['clip'], fake[0], batch)
+      loss, metrics['clip'] = loss + weight('clip_weight') * clip, clip
+    if use_va:
+      t_d = d.apply({'params': d_params}, text, method='text_embedding')
+      g_va = losses.generator_loss(kind, frozen_losses.va_logits(
+          va_spec, frozen['vision_aided'], heads, fake[0], t_d))
+      loss, metrics['g_va'] = loss + weight('vision_aided_weight') * g_va, g_va
+    return loss, metrics
 
-  def train_step(state, batch, backbone_params, do_r1: bool):
+  def train_step(state, batch, frozen, do_r1: bool):
     step = state['step']
     k_dz, k_gz, k_gp, k_wrong = jax.random.split(jax.random.fold_in(state['key'], step), 4)
     real = real_pyramid(batch['image'], levels)
     batch_size = real[0].shape[0]
-    text = text_features(backbone, batch, backbone_params)
+    text = text_features(backbone, batch, frozen.get('backbone'))
     wrong, valid = mismatched_text(text, k_wrong)
 
     # ---- D update
     fake = jax.lax.stop_gradient(
         generate(state['g'], jax.random.normal(k_dz, (batch_size, z_dim)), text))
     (d_loss, d_metrics), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-        state['d'], fake, real, text, wrong, valid, bool(do_r1) and loss_cfg.r1_gamma > 0, k_gp)
+        state['d'], fake, real, text, wrong, valid, bool(do_r1) and loss_cfg.r1_gamma > 0, k_gp,
+        frozen, step)
     if inject_nan:  # fault injection for tests and drills (config.train.inject_nan_steps):
       # transient faults, so only until that many skips have been counted
       # (total_skips survives a restore, the faults do not come back).
@@ -161,7 +212,8 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None):
 
     # ---- G update against the updated D
     (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state['g'], d_params, jax.random.normal(k_gz, (batch_size, z_dim)), text, wrong, valid)
+        state['g'], d_params, jax.random.normal(k_gz, (batch_size, z_dim)), text, wrong, valid,
+        frozen, batch, step)
     g_metrics['g_loss'] = g_loss
     g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'])
 
@@ -195,8 +247,12 @@ BATCH_NDIMS = {'image': 4, 'tokens': 2, 'eot': 1}
 
 
 def batch_ndims(config) -> dict:
-  """BATCH_NDIMS of config.task ('sr' adds the low-res input 'lr')."""
-  return dict(BATCH_NDIMS, lr=4) if config.task == 'sr' else BATCH_NDIMS
+  """BATCH_NDIMS of config.task ('sr' adds the low-res input 'lr'), plus the CLIP
+  loss's captions (frozen_losses.CLIP_BATCH_NDIMS) when it is on."""
+  out = dict(BATCH_NDIMS, lr=4) if config.task == 'sr' else dict(BATCH_NDIMS)
+  if frozen_losses.clip_on(config.loss):
+    out.update(frozen_losses.CLIP_BATCH_NDIMS)
+  return out
 
 
 class JittedStep:
@@ -227,7 +283,8 @@ def jit_train_step(step_fn, state_shardings, mesh, ndims=BATCH_NDIMS) -> JittedS
 
   step_fn: from make_train_step / make_sr_train_step. The batch (entries and
   ranks `ndims`) is sharded over ('data', 'fsdp'); the frozen params (text
-  backbone, LPIPS) are replicated; do_r1 (argument 3) is static.
+  backbone, CLIP, vision-aided tower, LPIPS) are replicated; do_r1 (argument
+  3) is static.
   """
   batch_sh = {k: batch_sharding(mesh, n) for k, n in ndims.items()}
   jitted = jax.jit(step_fn, static_argnums=(3,),
