@@ -78,6 +78,7 @@ from gigagan_jax.text import clip, minilm
 from gigagan_jax.text.tokenizer import make_tokenizer, token_mask
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.sr_step import make_sr_train_step
+from gigagan_jax.train import frozen_losses
 from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -222,9 +223,20 @@ def synthetic_batch(config, batch: int, vocab: int, seed: int) -> dict:
     s = int(config.data.degradation.hr_size)
     lr = s // int(config.upsampler.scale)
     return {'image': rng.integers(0, 256, (batch, s, s, 3), dtype=np.uint8),
-            'lr': rng.integers(0, 256, (batch, lr, lr, 3), dtype=np.uint8), **text}
+            'lr': rng.integers(0, 256, (batch, lr, lr, 3), dtype=np.uint8), **text,
+            **clip_text(config, rng, batch)}
   r = int(config.generator.resolution)
-  return {'image': rng.integers(0, 256, (batch, r, r, 3), dtype=np.uint8), **text}
+  out = {'image': rng.integers(0, 256, (batch, r, r, 3), dtype=np.uint8), **text}
+  return dict(out, **clip_text(config, rng, batch))
+
+
+def clip_text(config, rng, batch: int) -> dict:
+  """Random CLIP-loss captions ('clip_tokens', 'clip_eot') when the CLIP loss is on."""
+  if not frozen_losses.clip_on(config.loss):
+    return {}
+  cfg = frozen_losses.clip_config(config).text
+  text = random_text(rng, batch, cfg.max_position_embeddings, cfg.vocab_size)
+  return {'clip_tokens': text['tokens'], 'clip_eot': text['eot']}
 
 
 def lpips_params(loss_cfg, seed: int):
@@ -285,8 +297,11 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
     step_fn = make_sr_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone)
   else:
     lp_desc = None
-    frozen = bb_params
+    frozen = {'backbone': bb_params}
     step_fn = make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone)
+  if frozen_losses.clip_on(config.loss) or frozen_losses.va_on(config.loss):
+    # CLIP loss / vision-aided D: a random CLIP of the checkpoint's (or ViT-B/32's) sizes
+    frozen.update(frozen_losses.random_frozen(config, frozen_losses.clip_config(config), seed))
   ndims = batch_ndims(config)
   step = jit_train_step(step_fn, parts.shardings, mesh_, ndims)
 

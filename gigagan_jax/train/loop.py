@@ -12,6 +12,7 @@ import signal
 import time
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 from gigagan_jax import parallel
@@ -22,6 +23,7 @@ from gigagan_jax.models.build import z_dim
 from gigagan_jax.text.backbone import make_backbone
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import samples as samples_lib
+from gigagan_jax.train import frozen_losses
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.checkpoint import Checkpointer
 from gigagan_jax.train.sr_step import make_sr_train_step
@@ -31,7 +33,8 @@ from gigagan_jax.train.writers import NullWriter, TensorBoardWriter
 
 # Metrics on the progress line: (label, metric, decimals); absent ones are left out.
 _LOG_FIELDS = (('d', 'd_loss', 3), ('g', 'g_loss', 3), ('pixel', 'pixel', 4),
-               ('lpips', 'lpips', 4), ('r1', 'r1', 4), ('acc', 'd_acc', 2))
+               ('lpips', 'lpips', 4), ('clip', 'clip', 3), ('d_va', 'd_va', 3),
+               ('g_va', 'g_va', 3), ('r1', 'r1', 4), ('acc', 'd_acc', 2))
 
 
 class NonFiniteError(RuntimeError):
@@ -95,12 +98,14 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
     config: a validated or raw experiment config.
     workdir: holds checkpoints/, samples/, TensorBoard events, metrics.jsonl.
     allow_config_change: resume even if the saved config differs.
-    make_iterator: optional (tokenizer) -> batch iterator replacing the TFDS
+    make_iterator: optional (tokenize) -> batch iterator replacing the TFDS
       pipeline (tests feeding in-memory data); it must support grain's
-      get_state/set_state if checkpoints are saved.
+      get_state/set_state if checkpoints are saved. tokenize is the run's
+      tokenizer, or with the CLIP loss a frozen_losses.BatchTokenizer that adds
+      the CLIP tokens.
     devices: devices for the mesh (default: all).
   """
-  config = validate(config)
+  config = validate(config, check_files=True)  # also the CLIP checkpoint at loss.clip_dir
   os.makedirs(workdir, exist_ok=True)
   tcfg = config.train
 
@@ -114,23 +119,36 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   backbone = make_backbone(config.text)
   feature_dim = backbone.dim if backbone is not None else 0
   backbone_params = backbone.params if backbone is not None else {}
+  # Frozen CLIP of the CLIP loss / vision-aided D ({} when both are off); the
+  # CLIP loss also needs the captions in CLIP's BPE, a second tokenization.
+  clip_cfg, frozen_clip = frozen_losses.load(config)
+  batch_tokenize = frozen_losses.batch_tokenizer(config, tokenizer, clip_cfg)
+  if frozen_clip:
+    _say(f'frozen CLIP {clip_cfg.name!r} for ' + ', '.join(frozen_clip) +
+         f' ({sum(x.nbytes for x in jax.tree.leaves(frozen_clip)) / 2**20:.1f} MiB, replicated)')
 
   # ------------------------------------------------------- models, shardings
   parts = state_lib.build(config, mesh, tokenizer.vocab_size, feature_dim)
   sr = config.task == 'sr'
   ndims = batch_ndims(config)
-  if sr:  # frozen params of the SR step: text backbone and LPIPS-VGG
-    frozen = {'backbone': backbone_params,
-              'lpips': _lpips_params(config.loss) if config.loss.lpips_weight > 0 else {}}
-    step_fn = make_sr_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone)
+  # Frozen params of the step: text backbone, CLIP (loss, vision-aided tower) and,
+  # for SR, LPIPS-VGG.
+  frozen = {'backbone': backbone_params, **frozen_clip}
+  if sr:
+    frozen['lpips'] = _lpips_params(config.loss) if config.loss.lpips_weight > 0 else {}
+    step_fn = make_sr_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone,
+                                 clip_cfg)
   else:
-    frozen = backbone_params
-    step_fn = make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone)
+    step_fn = make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone,
+                              clip_cfg)
+  # On the devices once, not sent with every step; every process holds all of it.
+  frozen = jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+      parallel.replicated(mesh), np.asarray(x)), frozen)
   step_fn = jit_train_step(step_fn, parts.shardings, mesh, ndims)
 
   # ------------------------------------------------------------------ input
   if make_iterator is not None:
-    data_iter = make_iterator(tokenizer)
+    data_iter = make_iterator(batch_tokenize)
   else:
     if jax.process_count() > 1:
       # The first use builds captioned_shapes; one builder per data_dir, or
@@ -138,7 +156,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
       if jax.process_index() == 0:
         ensure_dataset(config.data)
       multihost_utils.sync_global_devices('gigagan_jax: dataset prepared')
-    data_iter = make_dataset(config.data, tokenize=tokenizer, seed=config.seed,
+    data_iter = make_dataset(config.data, tokenize=batch_tokenize, seed=config.seed,
                              degradation=config.data.degradation if sr else None)
 
   # ------------------------------------------------------ checkpoint / resume
