@@ -10,7 +10,8 @@ picked so that the parameter counts land on the paper's.
 
   python -m gigagan_jax.models.summary --config=configs/t2i_paper.py
   python -m gigagan_jax.train --config=configs/t2i_paper.py --workdir=... \
-      --config.text.backbone_path=/path/to/clip-vit-large-patch14
+      --config.text.backbone_path=/path/to/clip-vit-large-patch14 \
+      --config.loss.clip_dir=/path/to/clip-vit-base-patch32
 """
 from configs import base
 
@@ -45,6 +46,16 @@ def get_config(arg=None):
   d.text_dim = 768
   d.text_encoder = base.text_encoder_config(dim=768, layers=2, heads=12)
   d.dtype = 'bfloat16'
+
+  # The paper's objective (PAPER_NOTES 3): V_MS-I/O + L_CLIP + L_Vision, written
+  # without weights, so both at 1. tau = 1/100 (OpenAI CLIP's logit scale; Eq. 9
+  # writes none). Vision-aided D on CLIP ViT-B/32 (Table A2). Both need the
+  # CLIP weights: set clip_dir to a Hugging Face openai/clip-vit-base-patch32
+  # download (config.json, model.safetensors, vocab.json, merges.txt); the
+  # summary and the planner size them without it.
+  c.loss.clip_weight = 1.0
+  c.loss.vision_aided_weight = 1.0
+  c.loss.clip_dir = ''               # set: --config.loss.clip_dir=/path/to/clip-vit-base-patch32
 
   c.data.resolution = 64
   c.data.batch_size = 512

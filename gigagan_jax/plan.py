@@ -7,7 +7,9 @@ Compiles the real train step (the one `python -m gigagan_jax.train` runs)
 for the requested mesh on fake CPU devices, so no accelerator is needed, and
 reports per device:
   - the bytes of every part of the train state (G, D, G_ema, both optimiser
-    states) as sharded by the logical-axis rules, and the frozen text backbone;
+    states) as sharded by the logical-axis rules, and the frozen params: text
+    backbone, CLIP towers (CLIP loss) and vision-aided tower, replicated, in
+    the dtype the step gets them; the vision-aided heads are part of D;
   - XLA's memory analysis of the compiled step: arguments, outputs, aliased
     (donated) buffers and temporaries (activations, gradients);
   - the peak estimate (arguments + outputs - aliased + temporaries), whether
@@ -15,7 +17,8 @@ reports per device:
 XLA:CPU's buffer assignment is not the GPU's or TPU's, so temporaries are an
 estimate (fusion differs); parameter and optimiser bytes are exact.
 Without backbone weights (paper config) the frozen CLIP text tower is planned
-from its shapes (ViT-L/14 text: 12 layers, width config.text.feature_dim).
+from its shapes (ViT-L/14 text: 12 layers, width config.text.feature_dim);
+without loss.clip_dir the CLIP of the losses is OpenAI ViT-B/32's shapes.
 """
 import math
 import os
@@ -33,7 +36,8 @@ from gigagan_jax.text import backbone as backbone_lib
 from gigagan_jax.text import clip
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import state as state_lib
-from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
+from gigagan_jax.train import frozen_losses
+from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step
 
 UNITS = {'': 1, 'b': 1, 'kib': 2**10, 'mib': 2**20, 'gib': 2**30, 'tib': 2**40,
          'kb': 10**3, 'mb': 10**6, 'gb': 10**9, 'tb': 10**12}
@@ -117,6 +121,7 @@ def plan(config, mesh_axes: dict, device_memory: int | None = None,
   """Per-device memory of config's train step on a mesh of these axis sizes.
 
   Returns {'devices', 'batch_size', 'state': {part: bytes}, 'backbone',
+  'frozen': {'clip'?, 'vision_aided'?: bytes}, 'vision_aided_heads' (bytes, within D),
   'largest': [(leaf path, bytes)], and when compiled 'xla': {...}, 'peak',
   'fits' (None without device_memory)}; every byte figure is per device.
   """
@@ -142,10 +147,23 @@ def plan(config, mesh_axes: dict, device_memory: int | None = None,
     state[part] = state.get(part, 0) + b
     leaves.append((jax.tree_util.keystr(path), b))
   rep = parallel.replicated(mesh)
-  backbone_abs = {} if backbone is None else jax.tree.map(
-      lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=rep), backbone.params)
+  with_rep = lambda tree: jax.tree.map(
+      lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=rep), tree)
+  # Frozen params, replicated: the text backbone and, when their losses are on,
+  # CLIP (both towers, CLIP loss) and the vision-aided tower + fixed projection,
+  # in the dtype the step gets them (frozen_losses: the network's compute dtype).
+  clip_on, va_on = frozen_losses.clip_on(config.loss), frozen_losses.va_on(config.loss)
+  clip_cfg = frozen_losses.clip_config(config) if clip_on or va_on else None
+  frozen_abs = {'backbone': {} if backbone is None else with_rep(backbone.params)}
+  if clip_cfg is not None:
+    frozen_abs.update(with_rep(frozen_losses.abstract_frozen(config, clip_cfg)))
+  va_heads = sum(b for name, b in leaves if name.startswith(f"['d']['{frozen_losses.VA_KEY}']"))
   out = {'devices': n, 'mesh': dict(mesh_axes), 'batch_size': batch, 'state': state,
-         'backbone': sum(_leaf_bytes(x) for x in jax.tree.leaves(backbone_abs)),
+         'backbone': sum(_leaf_bytes(x) for x in jax.tree.leaves(frozen_abs['backbone'])),
+         'frozen': {k: sum(_leaf_bytes(x) for x in jax.tree.leaves(v))
+                    for k, v in frozen_abs.items() if k != 'backbone'},
+         'clip_name': clip_cfg.name if clip_cfg is not None else '',
+         'vision_aided_heads': va_heads,
          'largest': sorted(leaves, key=lambda kv: -kv[1])[:8]}
   if not compile_step:
     return out
@@ -153,11 +171,15 @@ def plan(config, mesh_axes: dict, device_memory: int | None = None,
   r, length = config.generator.resolution, config.text.max_len
   shapes = {'image': ((batch, r, r, 3), 'uint8'), 'tokens': ((batch, length), 'int32'),
             'eot': ((batch,), 'int32')}
-  batch_abs = {k: jax.ShapeDtypeStruct(s, d, sharding=parallel.batch_sharding(mesh, BATCH_NDIMS[k]))
+  if clip_on:
+    shapes.update(clip_tokens=((batch, clip_cfg.text.max_position_embeddings), 'int32'),
+                  clip_eot=((batch,), 'int32'))
+  ndims = batch_ndims(config)
+  batch_abs = {k: jax.ShapeDtypeStruct(s, d, sharding=parallel.batch_sharding(mesh, ndims[k]))
                for k, (s, d) in shapes.items()}
-  step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone),
-                        parts.shardings, mesh)
-  mem = step.lower(parts.abstract, batch_abs, backbone_abs).compile().memory_analysis()
+  step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone,
+                                        clip_cfg), parts.shardings, mesh, ndims)
+  mem = step.lower(parts.abstract, batch_abs, frozen_abs).compile().memory_analysis()
   xla = {k: int(getattr(mem, f'{k}_size_in_bytes')) for k in
          ('argument', 'output', 'alias', 'temp', 'generated_code')}
   peak = xla['argument'] + xla['output'] - xla['alias'] + xla['temp']
@@ -176,6 +198,14 @@ def format_plan(p: dict) -> str:
     lines.append(f'  {names.get(part, part):<22}{human(b)}')
   lines.append(f'  {"total state":<22}{human(sum(p["state"].values()))}')
   lines.append(f'  {"frozen text backbone":<22}{human(p["backbone"])}  (replicated)')
+  frozen_names = {'clip': 'frozen CLIP towers', 'vision_aided': 'frozen vision-aided'}
+  uses = {'clip': 'both towers, CLIP loss', 'vision_aided': 'ViT to the last tap + projection'}
+  for key, b in p.get('frozen', {}).items():
+    lines.append(f'  {frozen_names[key]:<22}{human(b)}  (replicated; {p["clip_name"]}, '
+                 f'{uses[key]})')
+  if p.get('vision_aided_heads'):
+    lines.append(f'  {"vision-aided heads":<22}{human(p["vision_aided_heads"])}  '
+                 '(trainable, part of D params above)')
   if 'xla' in p:
     x = p['xla']
     lines += ['', "XLA memory analysis of the compiled step (per device):",

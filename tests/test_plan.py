@@ -63,6 +63,13 @@ def test_nocompile_gives_the_paper_size_state_split_by_fsdp():
   assert 0.125 <= mib('G params') / g_unsharded < 0.14
   assert mib('G optimiser') == pytest.approx(2 * mib('G params'), rel=0.02)
   assert mib('G_ema params') == pytest.approx(mib('G params'), rel=1e-3)
+  # The losses on a frozen CLIP ViT-B/32, from shapes (no loss.clip_dir), in
+  # bfloat16 (the paper config's compute dtype), replicated: both towers
+  # (151.3M params) and the vision-aided tower + projection (88.0M;
+  # frozen.sizes, tests/test_frozen.py).
+  assert mib('frozen CLIP towers') == pytest.approx(151_277_312 * 2 / 2**20, rel=1e-3)
+  assert mib('frozen vision-aided') == pytest.approx(88_045_056 * 2 / 2**20, rel=1e-3)
+  assert 0 < mib('vision-aided heads') < 0.01 * mib('D params')
 
 
 @pytest.mark.parametrize('text, want', [('16GiB', 16 * 2**30), ('80GB', 80 * 10**9),
