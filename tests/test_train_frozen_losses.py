@@ -19,6 +19,7 @@ from gigagan_jax.frozen import clip_loss, clip_model
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import frozen_losses, loop
 from gigagan_jax.train import state as state_lib
+from gigagan_jax.train.sr_step import make_sr_train_step
 from gigagan_jax.train.step import BATCH_NDIMS, batch_ndims, jit_train_step, make_train_step
 
 pytestmark = pytest.mark.slow
@@ -38,22 +39,32 @@ def write_tiny_clip_vocab(directory):
   (directory / 'merges.txt').write_text('#version: 0.2\n')
 
 
-@pytest.fixture(scope='module')
-def clip_dir(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('tiny_clip')
+def make_tiny_clip_dir(directory) -> str:
+  """A tiny random CLIPModel (32 px images, 16 px patches, 2 layers each tower) with
+  its vocabulary, in `directory` (a pathlib.Path); returns it as a str for loss.clip_dir."""
   conftest.save_tiny_hf_clip(directory, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
                              num_attention_heads=4, image_size=32, patch_size=16)
   write_tiny_clip_vocab(directory)
   return str(directory)
 
 
+# Both frozen-CLIP losses on at weight 1, for make_tiny_clip_dir's CLIP (its two
+# layers tapped) with tiny heads; loss.clip_dir is to be added.
+FROZEN_OVERRIDES = {
+    'loss.clip_weight': 1.0, 'loss.vision_aided_weight': 1.0, 'loss.vision_aided_layers': (1, 2),
+    'loss.vision_aided_proj_dim': 8, 'loss.vision_aided_channels': 8}
+
+
+@pytest.fixture(scope='module')
+def clip_dir(tmp_path_factory):
+  return make_tiny_clip_dir(tmp_path_factory.mktemp('tiny_clip'))
+
+
 def frozen_config(clip_dir, **overrides):
-  """t2i_micro with the CLIP loss and the vision-aided D on (tiny heads on both CLIP layers)."""
+  """t2i_micro with the CLIP loss and the vision-aided D on, R1 every step."""
   config = conftest.micro_config()
-  config.update_from_flattened_dict({
-      'loss.clip_weight': 1.0, 'loss.vision_aided_weight': 1.0, 'loss.clip_dir': clip_dir,
-      'loss.vision_aided_layers': (1, 2), 'loss.vision_aided_proj_dim': 8,
-      'loss.vision_aided_channels': 8, 'loss.r1_interval': 1, **overrides})
+  config.update_from_flattened_dict({**FROZEN_OVERRIDES, 'loss.clip_dir': clip_dir,
+                                     'loss.r1_interval': 1, **overrides})
   return validate(config, check_files=True)
 
 
@@ -215,6 +226,27 @@ def test_clip_loss_without_a_clip_vocabulary_names_clip_dir(clip_dir, tmp_path):
   config.update_from_flattened_dict({'loss.clip_weight': 1.0, 'loss.clip_dir': str(bare)})
   with pytest.raises(ConfigError, match=r"^config\.loss\.clip_dir: .*vocab\.json.*'byte'"):
     validate(config, check_files=True)
+
+
+def test_sr_step_adds_the_clip_loss_to_g(clip_dir):
+  """Traced, not compiled (jax.eval_shape): the upsampler's step with the CLIP loss on."""
+  config = config_utils.load_config('configs/up_tiny.py')
+  config.data.resolution, config.data.degradation.hr_size, config.data.batch_size = 64, 32, 4
+  config.discriminator.channels, config.discriminator.levels = (32, 32, 16, 16), 2
+  config.update_from_flattened_dict({'loss.clip_weight': 1.0, 'loss.clip_dir': clip_dir})
+  config = validate(config, check_files=True)
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+  tokenizer = make_tokenizer(config.text)
+  parts = state_lib.build(config, mesh, tokenizer.vocab_size, 0)
+  clip_cfg, frozen = frozen_losses.load(config)
+  assert set(frozen) == {'clip'} and frozen_losses.VA_KEY not in parts.abstract['d']
+  step = make_sr_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, clip_cfg=clip_cfg)
+  batch = dict(frozen_losses.batch_tokenizer(config, tokenizer, clip_cfg)(CAPTIONS[:4]),
+               image=smooth_images(1, 4), lr=smooth_images(2, 4, 32 // config.upsampler.scale))
+  assert set(batch) == set(batch_ndims(config))
+  _, metrics = jax.eval_shape(lambda s, b: step(s, b, dict(frozen, backbone={}, lpips={}), False),
+                              parts.abstract, batch)
+  assert {'clip', 'pixel', 'g_adv', 'g_loss'} <= set(metrics)
 
 
 def test_sr_refuses_the_vision_aided_d():

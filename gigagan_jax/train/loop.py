@@ -124,8 +124,9 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   clip_cfg, frozen_clip = frozen_losses.load(config)
   batch_tokenize = frozen_losses.batch_tokenizer(config, tokenizer, clip_cfg)
   if frozen_clip:
-    _say(f'frozen CLIP {clip_cfg.name!r} for ' + ', '.join(frozen_clip) +
-         f' ({sum(x.nbytes for x in jax.tree.leaves(frozen_clip)) / 2**20:.1f} MiB, replicated)')
+    uses = {'clip': 'the CLIP loss', 'vision_aided': 'the vision-aided D'}
+    _say(f'frozen CLIP from {config.loss.clip_dir} for ' + ' and '.join(uses[k] for k in frozen_clip)
+         + f' ({sum(x.nbytes for x in jax.tree.leaves(frozen_clip)) / 2**20:.1f} MiB, replicated)')
 
   # ------------------------------------------------------- models, shardings
   parts = state_lib.build(config, mesh, tokenizer.vocab_size, feature_dim)
