@@ -114,7 +114,6 @@ def get_base_config():
   loss.r1_interval = 16              # paper: lazy R1 every 16 D steps
   loss.wgan_gp_weight = 10.0         # only for loss.gan = 'wgan'
   # Losses on a frozen CLIP (weights from clip_dir; both off by default).
-  # Either weight may follow a schedule, loss.<name>_schedule (losses.scheduled_weight).
   loss.clip_weight = 0.0             # CLIP contrastive loss on G (paper Eq. 9); 0 = off
   loss.clip_temperature = 0.01       # tau of Eq. 9: 1 / OpenAI CLIP's exp(logit_scale) = 1/100
   loss.vision_aided_weight = 0.0     # vision-aided D on frozen CLIP ViT features; 0 = off
@@ -127,6 +126,11 @@ def get_base_config():
   loss.vision_aided_channels = 256   # width C of the heads' 3x3 convs (official VA code: 256)
   loss.vision_aided_head_layers = 1  # text-modulated 1x1 layers per head (1: projection-style)
   loss.vision_aided_seed = 0         # seed of the fixed projection (a restart redraws it equal)
+  # (step, multiplier) points of a piecewise-linear curve (losses.scheduled_weight),
+  # () = 1 throughout; e.g. the official vision-aided code's warm-up (weight 0
+  # for the first 500k images): ((0, 0.), (N, 0.), (N, 1.)).
+  loss.clip_weight_schedule = ()
+  loss.vision_aided_weight_schedule = ()
 
   # ---------------------------------------------------------------- optimiser
   o = c.optim = ml_collections.ConfigDict()

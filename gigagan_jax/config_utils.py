@@ -255,6 +255,9 @@ FROZEN_LOSS_FIELDS = (
     ('vision_aided_head_layers', VISION_AIDED_HEAD_LAYERS,
      'text-modulated 1x1 layers per head (1 = projection-style)'),
     ('vision_aided_seed', VISION_AIDED_SEED, 'seed of the fixed random projection'),
+    ('clip_weight_schedule', (), 'multiplier of clip_weight by step (losses.scheduled_weight)'),
+    ('vision_aided_weight_schedule', (),
+     'multiplier of vision_aided_weight by step, e.g. a warm-up'),
 )
 
 CLIP_TOKENIZER_FILES = ('vocab.json', 'merges.txt')

@@ -19,6 +19,7 @@ from gigagan_jax.frozen import clip_loss, clip_model
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import frozen_losses, loop
 from gigagan_jax.train import state as state_lib
+from gigagan_jax.train.checkpoint import config_to_dict, diff_configs, with_added_defaults
 from gigagan_jax.train.sr_step import make_sr_train_step
 from gigagan_jax.train.step import BATCH_NDIMS, batch_ndims, jit_train_step, make_train_step
 
@@ -171,6 +172,17 @@ def test_base_config_declares_the_frozen_loss_fields_with_their_defaults():
   loss = conftest.micro_config().loss
   for field, default, _ in config_utils.FROZEN_LOSS_FIELDS:
     assert tuple(np.atleast_1d(loss[field])) == tuple(np.atleast_1d(default)), field
+
+
+def test_a_run_saved_before_the_fields_existed_resumes_without_a_config_change():
+  current = config_to_dict(conftest.micro_config())
+  fields = {f for f, _, _ in config_utils.FROZEN_LOSS_FIELDS}
+  saved = dict(current, loss={k: v for k, v in current['loss'].items() if k not in fields})
+  assert diff_configs(saved, current)  # each added field would count as a change
+  assert diff_configs(with_added_defaults(saved), current) == []
+  current['loss']['clip_weight'] = 1.0  # turning a loss on is one
+  assert diff_configs(with_added_defaults(saved), current) == [
+      'loss.clip_weight: saved 0.0, now 1.0']
 
 
 def test_both_weights_at_zero_leave_the_state_as_it_was(clip_dir):

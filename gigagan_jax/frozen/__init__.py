@@ -21,7 +21,8 @@ In this package:
                     fixed random projection (frozen) and text-modulated conv
                     heads (trainable), logit maps like the MS-I/O D's.
   validate.py       validate_frozen(config): the CLIP weights and fields these
-                    losses need, with errors that name the field.
+                    losses need, with errors that name the field (it lives in
+                    config_utils, as validation imports no model code).
   sizes.py          frozen_param_bytes(config): per-device bytes of the frozen
                     params, from shapes only (memory planner).
 

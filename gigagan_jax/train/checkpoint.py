@@ -13,6 +13,8 @@ import os
 import grain
 import orbax.checkpoint as ocp
 
+from gigagan_jax.config_utils import FROZEN_LOSS_FIELDS
+
 
 class ConfigMismatchError(RuntimeError):
   """The workdir holds a run of a different config."""
@@ -41,6 +43,17 @@ def diff_configs(saved: dict, current: dict, prefix: str = '',
 # another experiment.
 RESUMABLE_FIELDS = ('mesh.', 'train.steps', 'train.log_every', 'train.sample_every', 'train.ckpt_every',
                     'train.keep_last', 'train.keep_every', 'train.inject_nan_steps')
+
+
+def with_added_defaults(saved: dict) -> dict:
+  """A saved config with the fields added to config.loss since it was written
+  (config_utils.FROZEN_LOSS_FIELDS) at their defaults: those runs trained with
+  these losses off, which is what the defaults say, so resuming them is no
+  config change."""
+  loss = dict(saved.get('loss', {}))
+  for field, default, _ in FROZEN_LOSS_FIELDS:
+    loss.setdefault(field, json.loads(json.dumps(default)))  # tuples as the JSON lists
+  return dict(saved, loss=loss) if 'loss' in saved else saved
 
 
 class Checkpointer:
@@ -74,7 +87,8 @@ class Checkpointer:
 
   def check_config(self, step: int, config, allow_change: bool):
     """Refuses to resume a run of another config unless `allow_change`."""
-    diffs = [d for d in diff_configs(self.saved_config(step), config_to_dict(config))
+    saved = with_added_defaults(self.saved_config(step))
+    diffs = [d for d in diff_configs(saved, config_to_dict(config))
              if not d.split(':')[0].startswith(RESUMABLE_FIELDS)]
     if diffs and not allow_change:
       raise ConfigMismatchError(
