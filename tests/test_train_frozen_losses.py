@@ -5,6 +5,7 @@ One tiny random Hugging Face CLIP (conftest.save_tiny_hf_clip: 32 px images,
 with both losses on, on one device; one compiled step (R1 every step) shared by
 the tests of this module.
 """
+import dataclasses
 import json
 import string
 
@@ -16,6 +17,7 @@ import conftest
 from gigagan_jax import config_utils, parallel
 from gigagan_jax.config_utils import ConfigError, validate
 from gigagan_jax.frozen import clip_loss, clip_model
+from gigagan_jax.text.clip import CLIPTextConfig
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import frozen_losses, loop
 from gigagan_jax.train import state as state_lib
@@ -47,6 +49,26 @@ def make_tiny_clip_dir(directory) -> str:
                              num_attention_heads=4, image_size=32, patch_size=16)
   write_tiny_clip_vocab(directory)
   return str(directory)
+
+
+def tiny_clip_config() -> clip_model.CLIPConfig:
+  """make_tiny_clip_dir's sizes (conftest.save_tiny_hf_clip's text tower)."""
+  return clip_model.CLIPConfig(
+      vision=clip_model.CLIPVisionConfig(hidden_size=32, intermediate_size=40,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         image_size=32, patch_size=16),
+      text=CLIPTextConfig(vocab_size=conftest.CLIP_VOCAB, hidden_size=32, intermediate_size=37,
+                          num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16,
+                          projection_dim=24),
+      projection_dim=24)
+
+
+def random_tiny_clip(config):
+  """(clip_cfg, frozen) of a randomly initialised tiny CLIP, without torch: for
+  step tests that need the losses on, not trained CLIP weights. loss.clip_dir
+  must hold write_tiny_clip_vocab's files (the CLIP loss tokenizes with them)."""
+  clip_cfg = tiny_clip_config()
+  return clip_cfg, frozen_losses.random_frozen(config, clip_cfg)
 
 
 # Both frozen-CLIP losses on at weight 1, for make_tiny_clip_dir's CLIP (its two
@@ -94,6 +116,10 @@ def run(clip_dir):
 
 def test_batch_carries_clip_tokens_of_the_clip_vocabulary(run):
   config, _, clip_cfg, _, _, batch = run
+  assert clip_cfg == dataclasses.replace(tiny_clip_config(), name=clip_cfg.name)
+  # The torch-free random stand-in has the loaded weights' tree and shapes.
+  shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+  assert shapes(random_tiny_clip(config)[1]) == shapes(run[3])
   assert set(batch) == set(BATCH_NDIMS) | {'clip_tokens', 'clip_eot'}
   tokens = np.asarray(batch['clip_tokens'])
   assert tokens.shape == (8, clip_cfg.text.max_position_embeddings)
