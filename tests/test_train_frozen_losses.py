@@ -71,10 +71,11 @@ def random_tiny_clip(config):
   return clip_cfg, frozen_losses.random_frozen(config, clip_cfg)
 
 
-# Both frozen-CLIP losses on at weight 1, for make_tiny_clip_dir's CLIP (its two
-# layers tapped) with tiny heads; loss.clip_dir is to be added.
+# Both frozen-CLIP losses on at weight 1, for make_tiny_clip_dir's CLIP, with one
+# tiny head on its first layer (several taps: tests/test_frozen.py; one keeps the
+# compiled step small); loss.clip_dir is to be added.
 FROZEN_OVERRIDES = {
-    'loss.clip_weight': 1.0, 'loss.vision_aided_weight': 1.0, 'loss.vision_aided_layers': (1, 2),
+    'loss.clip_weight': 1.0, 'loss.vision_aided_weight': 1.0, 'loss.vision_aided_layers': (1,),
     'loss.vision_aided_proj_dim': 8, 'loss.vision_aided_channels': 8}
 
 
