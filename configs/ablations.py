@@ -12,19 +12,36 @@ as in the paper's table:
   no_kernel_selection    one kernel per conv (plain StyleGAN2 modulated conv)
   no_attention           no self- or cross-attention in G, no self-attention in D
   single_scale_d         G outputs only the top level, D predicts once (no MS-I/O)
-  no_matching_aware      no matching-aware loss (real image + wrong caption)
+  matching_d_only        matching-aware loss (Eq. 8) in D's loss only, not G's
+  no_matching_aware      no matching-aware loss in D or G
   width_half, width_double   every channel count of G and D scaled
-The CLIP-contrastive loss variant waits for that loss to enter the train
-step (config.loss.clip_weight is refused by validate until then).
+  clip_loss              + the CLIP contrastive loss (Eq. 9) at weight 1; listed
+                         only when CLIP weights are given: ARG,clip_dir=DIR, e.g.
+                         --config=configs/ablations.py:tiny,clip_dir=/ckpt/clip-vit-b32
 """
 from configs import t2i_paper, t2i_tiny
 
 
+def _parse(arg):
+  """'tiny' | 'paper', optionally followed by ',clip_dir=DIR' -> (name, clip_dir)."""
+  name, *options = (arg or 'tiny').split(',')
+  clip_dir = ''
+  for option in options:
+    key, _, value = option.partition('=')
+    if key != 'clip_dir' or not value:
+      raise ValueError(f"configs/ablations.py: unknown option {option!r} (only clip_dir=DIR)")
+    clip_dir = value
+  if name not in ('tiny', 'paper'):
+    raise ValueError(f"configs/ablations.py: argument must be 'tiny' or 'paper', got {name!r}")
+  return name, clip_dir
+
+
 def get_config(arg=None):
-  base = {'tiny': t2i_tiny, 'paper': t2i_paper}
-  if (arg or 'tiny') not in base:
-    raise ValueError(f"configs/ablations.py: argument must be 'tiny' or 'paper', got {arg!r}")
-  return base[arg or 'tiny'].get_config()
+  name, clip_dir = _parse(arg)
+  config = {'tiny': t2i_tiny, 'paper': t2i_paper}[name].get_config()
+  if clip_dir:
+    config.loss.clip_dir = clip_dir
+  return config
 
 
 def _scaled(channels, factor):
@@ -34,15 +51,17 @@ def _scaled(channels, factor):
 def get_sweep(arg=None):
   c = get_config(arg)
   g, d = c.generator, c.discriminator
+  clip = [{'name': 'clip_loss', 'loss.clip_weight': 1.0}] if _parse(arg)[1] else []
   return [
       {'name': 'full'},
       {'name': 'no_kernel_selection', 'generator.kernel_bank': (1,) * len(g.kernel_bank)},
       {'name': 'no_attention', 'generator.self_attn_resolutions': (),
        'generator.cross_attn_resolutions': (), 'discriminator.self_attn_resolutions': ()},
       {'name': 'single_scale_d', 'generator.pyramid_levels': 1, 'discriminator.exits': 'last'},
+      {'name': 'matching_d_only', 'loss.matching_in_g': False},
       {'name': 'no_matching_aware', 'loss.matching_aware': False},
       {'name': 'width_half', 'generator.channels': _scaled(g.channels, 0.5),
        'discriminator.channels': _scaled(d.channels, 0.5)},
       {'name': 'width_double', 'generator.channels': _scaled(g.channels, 2),
        'discriminator.channels': _scaled(d.channels, 2)},
-  ]
+  ] + clip

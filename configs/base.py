@@ -109,6 +109,7 @@ def get_base_config():
   loss = c.loss = ml_collections.ConfigDict()
   loss.gan = 'logistic'              # 'logistic' | 'hinge' | 'lsgan' | 'wgan'
   loss.matching_aware = True         # paper: on for G and D
+  loss.matching_in_g = True          # False: D only (the ablation's "D only" row)
   loss.matching_weight = 1.0
   loss.r1_gamma = 0.2048             # paper range 0.2048-2.048 (open question 7)
   loss.r1_interval = 16              # paper: lazy R1 every 16 D steps

@@ -70,7 +70,7 @@ def test_every_config_loads_and_validates(path):
 def test_ablation_sweep_names_and_overrides():
   variants = {v.name: v for v in sweep.expand('configs/ablations.py')}
   assert list(variants) == ['full', 'no_kernel_selection', 'no_attention', 'single_scale_d',
-                            'no_matching_aware', 'width_half', 'width_double']
+                            'matching_d_only', 'no_matching_aware', 'width_half', 'width_double']
   base = load_config('configs/t2i_tiny.py')
   assert variants['full'].config.to_dict() == base.to_dict()
   assert variants['no_kernel_selection'].config.generator.kernel_bank == (1, 1, 1, 1)
@@ -78,6 +78,7 @@ def test_ablation_sweep_names_and_overrides():
   assert v.generator.self_attn_resolutions == () and v.discriminator.self_attn_resolutions == ()
   v = variants['single_scale_d'].config
   assert v.generator.pyramid_levels == 1 and v.discriminator.exits == 'last'
+  assert variants['matching_d_only'].config.loss.matching_in_g is False
   assert variants['no_matching_aware'].config.loss.matching_aware is False
   assert variants['width_half'].config.generator.channels == tuple(c // 2 for c in base.generator.channels)
   # Only the named fields change, in the tiny and in the paper sweep.
@@ -89,6 +90,16 @@ def test_ablation_sweep_names_and_overrides():
     for name, var in sweep_variants.items():
       changed = {k for k, v in flat(var.config).items() if flat(base_config)[k] != v}
       assert changed == set(var.overrides), name
+
+
+def test_clip_loss_variant_is_listed_when_clip_weights_are_given():
+  variants = {v.name: v for v in sweep.expand('configs/ablations.py:tiny,clip_dir=/ckpt/clip')}
+  assert list(variants)[-1] == 'clip_loss' and variants['clip_loss'].overrides == {
+      'loss.clip_weight': 1.0}
+  assert all(v.config.loss.clip_dir == '/ckpt/clip' for v in variants.values())
+  assert variants['full'].config.loss.clip_weight == 0
+  with pytest.raises(ValueError, match='only clip_dir'):
+    sweep.expand('configs/ablations.py:tiny,clipdir=/ckpt/clip')
 
 
 def _flatten(d, prefix=''):
@@ -135,6 +146,6 @@ def test_cli_dry_run_lists_without_running(tmp_path):
                         f'--workdir_root={tmp_path}', '--only=full,no_attention', '--dry-run'],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert '2 of 7 variant(s)' in out.stdout
+  assert '2 of 8 variant(s)' in out.stdout
   assert f'--workdir={tmp_path}/no_attention' in out.stdout
   assert not os.listdir(tmp_path)  # nothing ran

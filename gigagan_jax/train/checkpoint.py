@@ -47,11 +47,11 @@ RESUMABLE_FIELDS = ('mesh.', 'train.steps', 'train.log_every', 'train.sample_eve
 
 def with_added_defaults(saved: dict) -> dict:
   """A saved config with the fields added to config.loss since it was written
-  (config_utils.FROZEN_LOSS_FIELDS) at their defaults: those runs trained with
-  these losses off, which is what the defaults say, so resuming them is no
-  config change."""
+  (config_utils.FROZEN_LOSS_FIELDS, matching_in_g) at their defaults: those
+  runs trained as the defaults say (those losses off, Eq. 8 in G and D), so
+  resuming them is no config change."""
   loss = dict(saved.get('loss', {}))
-  for field, default, _ in FROZEN_LOSS_FIELDS:
+  for field, default, _ in FROZEN_LOSS_FIELDS + (('matching_in_g', True, ''),):
     loss.setdefault(field, json.loads(json.dumps(default)))  # tuples as the JSON lists
   return dict(saved, loss=loss) if 'loss' in saved else saved
 

@@ -77,6 +77,7 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   z_dim = config.upsampler.get('z_dim', 1)
   use_gan = loss_cfg.gan_weight > 0
   matching = loss_cfg.matching_aware
+  matching_in_g = matching and loss_cfg.get('matching_in_g', True)
   use_clip = frozen_losses.clip_on(loss_cfg)
   if use_clip and clip_cfg is None:
     clip_cfg = frozen_losses.clip_config(config)
@@ -110,7 +111,7 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
       clip = frozen_losses.clip_term(config, clip_cfg, frozen['clip'], fake, batch)
       loss, metrics['clip'] = loss + weight('clip_weight') * clip, clip
     if use_gan:
-      if matching:
+      if matching_in_g:
         fake_logits, fake_wrong = d.apply({'params': d_params}, d_input(fake, lr), text, wrong)
       else:
         fake_logits, fake_wrong = d.apply({'params': d_params}, d_input(fake, lr), text), None

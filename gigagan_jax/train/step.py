@@ -122,6 +122,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   z_dim = config.generator.z_dim
   inject_nan = tuple(config.train.get('inject_nan_steps', ()))
   matching = loss_cfg.matching_aware
+  matching_in_g = matching and loss_cfg.get('matching_in_g', True)
   use_clip, use_va = frozen_losses.clip_on(loss_cfg), frozen_losses.va_on(loss_cfg)
   if (use_clip or use_va) and clip_cfg is None:
     clip_cfg = frozen_losses.clip_config(config)
@@ -171,7 +172,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     d_params, heads = frozen_losses.split_d(d_params)
     fake = generate(g_params, z, text)
     metrics = {}
-    if matching:
+    if matching_in_g:
       fake_logits, fake_wrong = d.apply({'params': d_params}, fake, text, wrong)
       loss = losses.generator_loss(kind, fake_logits, fake_wrong, valid, loss_cfg.matching_weight)
       metrics['g_match'] = losses.matching_term(kind, fake_wrong, valid)
