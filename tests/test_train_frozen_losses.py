@@ -192,6 +192,43 @@ def test_clip_loss_and_vision_aided_d_loss_fall_on_a_fixed_batch(run):
   assert mean('d_va', history[-3:]) < mean('d_va', history[:3]) - 0.1, history
 
 
+def test_every_loss_on_gives_the_same_steps_on_a_2x2x2_mesh(run):
+  """Data, fsdp and tensor parallelism with all of G's and D's losses on (Eq. 8,
+  R1, CLIP, vision-aided): two steps' losses equal the single-device ones, and
+  so do the weights, up to float32 reduction order."""
+  config, parts, clip_cfg, frozen, step, batch = run
+  host = jax.device_get(batch)
+  sharded = config.copy_and_resolve_references()
+  sharded.mesh.data, sharded.mesh.fsdp, sharded.mesh.tensor = 2, 2, 2
+  mesh = parallel.make_mesh(sharded.mesh, jax.devices())
+  parts8 = state_lib.build(sharded, mesh, make_tokenizer(config.text).vocab_size, 0)
+  step8 = jit_train_step(make_train_step(parts8.g, parts8.d, parts8.g_tx, parts8.d_tx, sharded,
+                                         clip_cfg=clip_cfg), parts8.shardings, mesh,
+                         batch_ndims(config))
+  keys = ('d_loss', 'g_loss', 'r1', 'clip', 'd_va', 'g_va', 'd_match_real', 'g_match')
+
+  def two_steps(parts, step, batch, frozen):
+    state, losses = parts.init(config), []
+    for _ in range(2):
+      state, metrics = step(state, batch, frozen)
+      losses.append([float(metrics[k]) for k in keys])
+    return jax.device_get(state), np.array(losses)
+
+  ref_state, ref = two_steps(parts, step, batch, frozen)
+  state, got = two_steps(parts8, step8, parallel.global_batch(host, mesh),
+                         jax.device_put(jax.device_get(frozen),
+                                        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())))
+  np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=str(keys))
+  for key in ('g', 'd'):
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(ref_state[key]),
+                            jax.tree.leaves(state[key])):
+      # Adam (beta1 0) moves a weight whose gradient is rounding noise by about
+      # the learning rate, in a direction the mesh's reduction order picks.
+      off = ~np.isclose(x, y, rtol=1e-3, atol=2e-5)
+      assert off.sum() <= max(1, 1e-3 * off.size) and np.all(
+          np.abs(x - y)[off] <= 4 * config.optim.g_lr), jax.tree_util.keystr(path)
+
+
 # ------------------------------------------------------------------ config
 
 
@@ -203,7 +240,7 @@ def test_base_config_declares_the_frozen_loss_fields_with_their_defaults():
 
 def test_a_run_saved_before_the_fields_existed_resumes_without_a_config_change():
   current = config_to_dict(conftest.micro_config())
-  fields = {f for f, _, _ in config_utils.FROZEN_LOSS_FIELDS}
+  fields = {f for f, _, _ in config_utils.FROZEN_LOSS_FIELDS} | {'matching_in_g'}
   saved = dict(current, loss={k: v for k, v in current['loss'].items() if k not in fields})
   assert diff_configs(saved, current)  # each added field would count as a change
   assert diff_configs(with_added_defaults(saved), current) == []
