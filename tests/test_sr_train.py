@@ -33,6 +33,15 @@ def small(config):
   return validate(config)
 
 
+def small_up_tiny():
+  """up_tiny shrunk by `small`, its GAN term ramped in after a pixel-loss start
+  (0 up to step 10, full from step 20), as SR models train. test_train_step.py
+  checks that schedule on this same config, so one SR program serves both files."""
+  config = load_config('configs/up_tiny.py')
+  config.loss.gan_weight_schedule = ((0, 0.0), (10, 0.0), (20, 1.0))
+  return small(config)
+
+
 def fixed_batch(config):
   """8 (HR crop, bicubic LR) pairs of captioned_shapes images with their captions."""
   examples = [cs.generate_example('train', i, 64) for i in range(8)]
@@ -79,7 +88,7 @@ def test_gigagan_upsampler_learns_a_fixed_batch():
   """up_tiny (GAN + matching-aware + L1, batch sharded over 2 devices) starts as
   exactly bicubic and learns to beat it on a fixed batch of natural crops: the L1
   to the HR images falls below the first step's (bicubic's); D and R1 run."""
-  config = small(load_config('configs/up_tiny.py'))
+  config = small_up_tiny()
   _, history = run_steps(config, natural_batch(config), 50, mesh_shape=(2, 1, 1))
   assert history[0]['r1'] > 0 and history[0]['d_loss'] > 0
   pixel = [h['pixel'] for h in history]
@@ -89,6 +98,8 @@ def test_gigagan_upsampler_learns_a_fixed_batch():
 @pytest.mark.parametrize('kind', ['srcnn', 'esrgan', 'swinir'])
 def test_baseline_configs_learn_a_fixed_batch(kind, tmp_path):
   config = small(load_config(f'configs/sr_baselines.py:{kind}'))
+  if kind == 'esrgan':
+    config.upsampler.num_blocks = 1  # one RRDB of the two: a smaller program to compile
   frozen_lpips = None
   if config.loss.lpips_weight > 0:  # ESRGAN's perceptual term, random VGG weights
     params = lpips.LPIPS().init(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3)),

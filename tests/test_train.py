@@ -113,45 +113,65 @@ def finish(proc, timeout=600):
 # This module is the longest of the suite: its independent parts run in their
 # own xdist groups (tests/conftest.py), so the two workers share it.
 @pytest.mark.xdist_group('train_sharded')
-def test_sharded_steps_match_single_device(data_dir):
-  # R1 every step: one compiled variant per mesh (lazy R1 is test_train_step.py's).
-  config = micro_config(data_dir, {'loss.r1_interval': 1})
+def test_sharded_steps_match_single_device_and_restore_across_meshes(data_dir, tmp_path):
+  """Three steps on (2,4,1) equal three on (1,1,1); the (2,4,1) state, saved and
+  restored onto (1,1,1) by the Checkpointer, then trained three more steps there,
+  equals six steps on (1,1,1). Two compiled programs in all. (Tensor parallelism:
+  the (2,2,2) mesh of test_train_frozen_losses.py, with every loss on.)"""
+  config = micro_config(data_dir)
   tokenizer = make_tokenizer(config.text)
   data = make_dataset(config.data, tokenize=tokenizer, seed=0, process_index=0, process_count=1)
-  batches = [{k: b[k] for k in BATCH_NDIMS} for b in (next(data) for _ in range(3))]
+  batches = [{k: b[k] for k in BATCH_NDIMS} for b in (next(data) for _ in range(6))]
 
-  def run(mesh_shape):
+  def compiled(mesh_shape):
     mesh, _, parts = mesh_parts(config, mesh_shape)
-    step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config),
-                          parts.shardings, mesh)
-    state, losses = parts.init(config), []
+    return mesh, parts, jit_train_step(
+        make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config), parts.shardings, mesh)
+
+  def run(mesh, step, state, batches):
+    losses = []
     for batch in batches:
       state, metrics = step(state, parallel.global_batch(batch, mesh), {})
       losses.append([float(metrics[k]) for k in ('d_loss', 'g_loss', 'r1')])
     return state, np.array(losses)
 
-  ref_state, ref_losses = jax.device_get(run((1, 1, 1)))
+  mesh1, parts1, step1 = compiled((1, 1, 1))
+  state, ref_losses = run(mesh1, step1, parts1.init(config), batches[:3])
+  ref_state = jax.device_get(state)
+  ref_state6, ref_losses6 = jax.device_get(run(mesh1, step1, state, batches[3:]))
   assert np.all(np.isfinite(ref_losses)) and ref_losses[0, 2] > 0  # R1 ran at step 0
-  # (2,4,1) shards data and weights, (2,2,2) adds tensor parallelism; a pure
-  # data-parallel (8,1,1) mesh adds no path that these two miss.
-  for mesh_shape in [(2, 4, 1), (2, 2, 2)]:
-    state, losses = run(mesh_shape)
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-5, err_msg=str(mesh_shape))
-    for key in ('g', 'd', 'ema'):
-      assert_trees_close(jax.device_get(state[key]), ref_state[key], rtol=1e-3, atol=2e-5,
-                         outlier_atol=2 * len(batches) * max(config.optim.g_lr, config.optim.d_lr))
-    if mesh_shape == (2, 4, 1):
-      # FSDP=4: each device holds a quarter of every fsdp-sharded weight.
-      params = {'g': state['g'], 'd': state['d']}
-      sharded = [x for x in jax.tree.leaves(params) if 'fsdp' in jax.tree.leaves(
-          tuple(x.sharding.spec))]
-      total = sum(x.nbytes for x in sharded)
-      per_device = parallel.param_bytes_per_device(sharded)
-      assert len(per_device) == 8
-      for nbytes in per_device.values():
-        assert nbytes == total // 4
-      # and the sharded weights are nearly all of the parameter bytes
-      assert total > 0.8 * sum(x.nbytes for x in jax.tree.leaves(params))
+  outlier_atol = 2 * 3 * max(config.optim.g_lr, config.optim.d_lr)
+  # (2,4,1) shards data (2) and weights (fsdp 4); a pure data-parallel (8,1,1)
+  # mesh adds no path that it misses.
+  mesh, parts, step = compiled((2, 4, 1))
+  state, losses = run(mesh, step, parts.init(config), batches[:3])
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-5)
+  for key in ('g', 'd', 'ema'):
+    assert_trees_close(jax.device_get(state[key]), ref_state[key], rtol=1e-3, atol=2e-5,
+                       outlier_atol=outlier_atol)
+  # FSDP=4: each device holds a quarter of every fsdp-sharded weight.
+  params = {'g': state['g'], 'd': state['d']}
+  sharded = [x for x in jax.tree.leaves(params) if 'fsdp' in jax.tree.leaves(
+      tuple(x.sharding.spec))]
+  total = sum(x.nbytes for x in sharded)
+  per_device = parallel.param_bytes_per_device(sharded)
+  assert len(per_device) == 8
+  for nbytes in per_device.values():
+    assert nbytes == total // 4
+  # and the sharded weights are nearly all of the parameter bytes
+  assert total > 0.8 * sum(x.nbytes for x in jax.tree.leaves(params))
+
+  # The fsdp checkpoint restores onto one device and trains on from there.
+  ckpt = Checkpointer(str(tmp_path), config.train)
+  ckpt.save(3, state, None, config, force=True)
+  ckpt.wait()
+  restored = ckpt.restore(3, parts1.abstract)
+  ckpt.close()
+  assert all(x.sharding.mesh.devices.size == 1 for x in jax.tree.leaves(restored['g']))
+  state6, losses6 = jax.device_get(run(mesh1, step1, restored, batches[3:]))
+  np.testing.assert_allclose(losses6, ref_losses6, rtol=1e-3, atol=1e-4)
+  for key in ('g', 'd', 'ema'):
+    assert_trees_close(state6[key], ref_state6[key], rtol=1e-2, atol=1e-4)
 
 
 # ------------------------------------------------------------ two processes
@@ -200,15 +220,14 @@ def test_two_processes_launched_by_local_sh_match_one(tmp_path):
       ['bash', 'launch/local.sh', '--config=configs/t2i_micro.py', f'--workdir={multi}',
        '--nprocs=2', f'--port={free_port()}', f'--python={sys.executable}',
        f'--extra=--config.train.steps=2 --config.train.ckpt_every=2 '
-       f'--config.loss.r1_interval=1 --config.data.data_dir={data_dir}'],
+       f'--config.data.data_dir={data_dir}'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   log_1 = multi / 'launch_logs' / 'process_1.log'
   assert r.returncode == 0, r.stdout + r.stderr + (log_1.read_text() if log_1.exists() else '')
   assert '# all 2 processes exited 0' in r.stdout
   assert "mesh {'data': 2" in r.stdout and '2 process(es)' in r.stdout
 
-  config = micro_config(data_dir, {'train.steps': 2, 'train.ckpt_every': 2,
-                                   'loss.r1_interval': 1})  # one step variant to compile
+  config = micro_config(data_dir, {'train.steps': 2, 'train.ckpt_every': 2})
 
   def both_shards(tokenizer):
     return ConcatShards([make_dataset(config.data, tokenize=tokenizer, seed=config.seed,
@@ -255,24 +274,6 @@ def test_sigkill_and_resume_is_bitwise_exact(data_dir, straight_run, tmp_path):
   assert data_state(workdir) == data_state(straight_run)
 
 
-def test_checkpoint_from_fsdp_mesh_restores_on_one_device(data_dir, straight_run, tmp_path,
-                                                          capsys):
-  workdir = str(tmp_path / 'remesh')
-  sharded = micro_config(data_dir, {'train.steps': 3})
-  sharded.mesh.data, sharded.mesh.fsdp = 2, 4
-  loop.train(sharded, workdir)  # all 8 devices
-  loop.train(micro_config(data_dir), workdir, devices=single_device())
-  out = capsys.readouterr().out
-  assert "mesh {'data': 2, 'fsdp': 4, 'tensor': 1}" in out
-  assert "mesh {'data': 1, 'fsdp': 1, 'tensor': 1}" in out and 'resumed from' in out
-  # Three steps on (2,4,1) then three on (1,1,1) = six on (1,1,1), up to float error.
-  config = micro_config(data_dir)
-  np.testing.assert_allclose(logged(workdir), logged(straight_run), rtol=1e-3, atol=1e-4)
-  resumed, straight = saved_state(config, workdir, 6), saved_state(config, straight_run, 6)
-  for key in ('g', 'd', 'ema'):
-    assert_trees_close(resumed[key], straight[key], rtol=1e-2, atol=1e-4)
-
-
 def test_refuses_to_resume_another_config(data_dir, straight_run):
   changed = micro_config(data_dir, {'loss.r1_gamma': 1.0, 'train.steps': 7})
   with pytest.raises(ConfigMismatchError, match=r'loss\.r1_gamma: saved 0\.2048, now 1\.0'):
@@ -296,8 +297,7 @@ def test_allow_config_change_resumes_and_names_the_change(data_dir, straight_run
 @pytest.mark.xdist_group('train_faults')
 def test_sigterm_saves_and_exits_zero(data_dir, tmp_path):
   workdir = str(tmp_path / 'preempted')
-  proc = cli(workdir, data_dir, '--config.train.steps=100000', '--config.train.ckpt_every=100000',
-             '--config.loss.r1_interval=1')  # one step variant to compile
+  proc = cli(workdir, data_dir, '--config.train.steps=100000', '--config.train.ckpt_every=100000')
   metrics = os.path.join(workdir, 'metrics.jsonl')
   deadline = time.time() + 300
   while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 2):
@@ -314,7 +314,7 @@ def test_sigterm_saves_and_exits_zero(data_dir, tmp_path):
 @pytest.mark.xdist_group('train_faults')
 def test_non_finite_steps_are_skipped_then_restored(data_dir, tmp_path, capsys):
   overrides = {'train.inject_nan_steps': (4, 5, 6), 'train.max_consecutive_skips': 3,
-               'train.steps': 8, 'loss.r1_interval': 1}  # one step variant to compile
+               'train.steps': 8}
   workdir = str(tmp_path / 'nan')
   loop.train(micro_config(data_dir, overrides), workdir, devices=single_device())
   out = capsys.readouterr().out

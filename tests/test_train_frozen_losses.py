@@ -205,6 +205,9 @@ def test_every_loss_on_gives_the_same_steps_on_a_2x2x2_mesh(run):
   step8 = jit_train_step(make_train_step(parts8.g, parts8.d, parts8.g_tx, parts8.d_tx, sharded,
                                          clip_cfg=clip_cfg), parts8.shardings, mesh,
                          batch_ndims(config))
+  # The mesh splits weights on 'fsdp' and 'tensor' (the test of tensor parallelism).
+  specs = [str(x.spec) for x in jax.tree.leaves(parts8.shardings['g'])]
+  assert any("'tensor'" in p for p in specs) and any("'fsdp'" in p for p in specs)
   keys = ('d_loss', 'g_loss', 'r1', 'clip', 'd_va', 'g_va', 'd_match_real', 'g_match')
 
   def two_steps(parts, step, batch, frozen):

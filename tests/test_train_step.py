@@ -2,9 +2,11 @@
 with repeated captions, R1 of the SR step on the HR image only, loss-weight
 schedules read from state['step'].
 
-Each step is compiled once per variant on the tiny configs (t2i_micro on a
-2-device batch-sharded mesh; up_tiny shrunk to 32 px crops, as in
-test_sr_train.py).
+Each step is compiled once per variant, and the programs are the ones other
+files compile too, so whichever runs second reads them from the session's
+persistent compilation cache: t2i_micro on one device (test_train.py's
+reference); up_tiny shrunk to 32 px crops on a 2-device batch-sharded mesh
+(test_sr_train.py's upsampler).
 """
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,7 @@ from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.sr_step import box_pyramid, hr_r1_penalty, make_sr_train_step, with_low_res
 from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step, r1_weight
+from test_sr_train import HR, small_up_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +48,10 @@ def _batch(config, captions, resolution, lr_side=None, seed=0):
 @pytest.fixture(scope='module')
 def t2i():
   config = validate(load_config('configs/t2i_micro.py'))
-  mesh = _mesh((2, 1, 1))  # the batch is sharded: pairs are drawn across shards
+  # One device and the micro config as it is: the R1 variant is then the program
+  # of test_train.py's single-device reference, a persistent-cache hit.
+  # (Mismatched pairs drawn across batch shards: test_train.py's sharded test.)
+  mesh = _mesh((1, 1, 1))
   parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0)
   step_fn = make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config)
   return config, mesh, parts, jit_train_step(step_fn, parts.shardings, mesh)
@@ -69,17 +75,40 @@ def test_r1_variants_differ_only_by_the_r1_term(t2i):
   # to pair with, so every pair is valid.
   assert with_r1['d_match_real'] > 0 and with_r1['d_match_fake'] > 0 and with_r1['g_match'] > 0
   assert with_r1['match_valid'] == 1.0
+  # G's self-attention (8 px in t2i_micro) is logged: with tied-L2 logits of order
+  # one at init, tokens spread over many others (with the old 1/sqrt(d) scale a
+  # token's weight on itself was 0.9992: entropy near 0).
+  entropy = {k: v for k, v in with_r1.items() if k.startswith('attn_entropy/')}
+  assert list(entropy) == ['attn_entropy/b8_layer0/self_attn'], list(with_r1)
+  assert 0.5 < entropy['attn_entropy/b8_layer0/self_attn'] <= 1.0
 
 
 def test_the_host_picks_r1_every_interval(t2i):
-  config, _, _, step = t2i
-  interval = config.loss.r1_interval
-  assert [step.r1_due(i) for i in range(2 * interval + 1)] == [
-      i % interval == 0 for i in range(2 * interval + 1)]
+  config, _, parts, _ = t2i
+  make = lambda cfg: make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, cfg)  # no compile
+  lazy = config.copy_and_resolve_references()
+  lazy.loss.r1_interval = 3
+  assert [make(lazy).r1_due(i) for i in range(7)] == [i % 3 == 0 for i in range(7)]
   no_r1 = config.copy_and_resolve_references()
   no_r1.loss.r1_gamma = 0.0
-  parts = t2i[2]
-  assert not make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, no_r1).r1_due(0)
+  assert not make(no_r1).r1_due(0)
+
+
+def test_matching_in_g_off_keeps_eq8_in_d_only(t2i):
+  """The ablation's "matching-aware loss in D only": D still scores both
+  mismatched pairs, G's loss has no matching term (traced, not compiled)."""
+  config, mesh, parts, _ = t2i
+  batch = parallel.global_batch(_batch(config, CAPTIONS, config.generator.resolution), mesh)
+  keys = {}
+  for in_g in (True, False):
+    cfg = config.copy_and_resolve_references()
+    cfg.loss.matching_in_g = in_g
+    step = make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, cfg)
+    _, metrics = jax.eval_shape(lambda s, b, step=step: step(s, b, {}, False),
+                                parts.abstract, batch)
+    keys[in_g] = set(metrics)
+  assert {'d_match_real', 'd_match_fake', 'g_match'} <= keys[True]
+  assert keys[True] - keys[False] == {'g_match'}
 
 
 def test_identical_captions_mask_the_matching_terms_without_nan(t2i):
@@ -122,19 +151,10 @@ def test_sr_r1_is_on_the_hr_image_not_the_lr_channels():
                                            levels), r1, rtol=1e-5)
 
 
-HR = 32
-
-
 @pytest.fixture(scope='module')
 def sr():
-  config = load_config('configs/up_tiny.py')
-  config.data.resolution, config.data.degradation.hr_size, config.data.batch_size = 64, HR, 8
-  d = config.discriminator
-  d.channels, d.levels = (32, 32, 16, 16), 2
-  # PSNR first, then the GAN term ramped in: 0 up to step 10, full at step 20.
-  config.loss.gan_weight_schedule = ((0, 0.0), (10, 0.0), (20, 1.0))
-  config = validate(config)
-  mesh = _mesh((1, 1, 1))
+  config = small_up_tiny()
+  mesh = _mesh((2, 1, 1))
   parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0)
   step_fn = make_sr_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config)
   step = jit_train_step(step_fn, parts.shardings, mesh, batch_ndims(config))
@@ -154,10 +174,16 @@ def test_sr_step_r1_metric_is_the_hr_only_penalty(sr):
   levels = config.discriminator.levels
   logit_sum = lambda pyr: losses.total_logit(parts.d.apply({'params': d_params}, pyr, text))
   sq = lambda grads: jnp.mean(sum(jnp.sum(g ** 2, axis=(1, 2, 3)) for g in grads))
-  expected = sq([jax.grad(lambda x: logit_sum(with_low_res(box_pyramid(x, levels), lr)))(hr)])
-  # What the step computed before: the gradient w.r.t. every channel of every
-  # level, LR channels included. The check below tells the two apart.
-  everything = sq(jax.grad(logit_sum)(with_low_res(box_pyramid(hr, levels), lr)))
+
+  @jax.jit  # one program, not hundreds of op-by-op dispatches
+  def penalties(hr, lr):
+    expected = sq([jax.grad(lambda x: logit_sum(with_low_res(box_pyramid(x, levels), lr)))(hr)])
+    # What the step computed before: the gradient w.r.t. every channel of every
+    # level, LR channels included. The check below tells the two apart.
+    everything = sq(jax.grad(logit_sum)(with_low_res(box_pyramid(hr, levels), lr)))
+    return expected, everything
+
+  expected, everything = penalties(hr, lr)
   assert abs(float(everything) / float(expected) - 1) > 0.05, (everything, expected)
   np.testing.assert_allclose(float(metrics['r1']), float(expected), rtol=1e-4)
 
