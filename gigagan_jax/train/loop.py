@@ -210,7 +210,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   # ------------------------------------------------------------------- loop
   preemption = _Preemption()
   step = int(state['step'])
-  start_step, last_saved, last_metrics, pending = step, step, {}, None
+  start_step, last_saved, last_metrics, pending, last_r1 = step, step, {}, None, None
   restored_from = None  # checkpoint restored after non-finite steps
   t_log, step_at_log = time.perf_counter(), step
   batch_size = config.data.batch_size
@@ -222,7 +222,10 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
       batch = next(data_iter)
       batch = parallel.global_batch({k: batch[k] for k in ndims}, mesh)
       # lazy R1: the host picks the compiled variant, from its own step count
-      state, metrics = step_fn(state, batch, frozen, step_fn.r1_due(step))
+      r1_due = step_fn.r1_due(step)
+      state, metrics = step_fn(state, batch, frozen, r1_due)
+      if r1_due or last_r1 is None:
+        last_r1 = metrics['r1']  # logged until the next R1 step, not the 0 of the steps between
       step += 1
 
       # Non-finite guard, one step behind so the host never waits on the device.
@@ -245,7 +248,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
       pending = metrics
 
       if step % tcfg.log_every == 0 or step == tcfg.steps:
-        last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        last_metrics = {k: float(v) for k, v in jax.device_get(dict(metrics, r1=last_r1)).items()}
         last_metrics['total_skips'] = int(state['total_skips'])
         now = time.perf_counter()
         rate = (step - step_at_log) * batch_size / max(now - t_log, 1e-9)

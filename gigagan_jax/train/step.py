@@ -13,8 +13,10 @@ Losses (weights in config.loss, each optionally scheduled, see
 losses.scheduled_weight):
   D: MS-I/O GAN + matching-aware (Eq. 8) + lazy R1
      + vision_aided_weight * vision-aided D loss ('d_va')
-  G: GAN + matching-aware + clip_weight * CLIP loss (Eq. 9, 'clip')
-     + vision_aided_weight * vision-aided G loss ('g_va')
+  G: GAN + matching-aware (unless loss.matching_in_g is off) + clip_weight *
+     CLIP loss (Eq. 9, 'clip') + vision_aided_weight * vision-aided G loss ('g_va')
+Also logged: 'attn_entropy/<layer>' of each G self-attention layer in the G
+update (0 = every token reads only one, 1 = uniform; nn/attention.py).
 A weight of 0 leaves its term out of the traced program: with both CLIP
 weights at 0 the state, the program and the checkpoints are those of a
 step without them.
@@ -36,6 +38,7 @@ import jax.numpy as jnp
 import optax
 
 from gigagan_jax import losses
+from gigagan_jax.nn.attention import collect_attention_entropy
 from gigagan_jax.parallel import batch_sharding, replicated
 from gigagan_jax.train import frozen_losses
 
@@ -131,6 +134,14 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   def generate(g_params, z, text):
     return g.apply({'params': g_params}, z, text)
 
+  def generate_with_entropy(g_params, z, text):
+    """(pyramid, {'attn_entropy/<layer>': scalar}): G's images and how spread
+    each self-attention layer's weights are (nn.attention.attention_entropy),
+    logged to see tied-L2 attention stay mixing rather than read only itself."""
+    fake, state = g.apply({'params': g_params}, z, text, mutable=['intermediates'])
+    entropy = collect_attention_entropy(state.get('intermediates', {}))
+    return fake, {f'attn_entropy/{k}': jax.lax.stop_gradient(v) for k, v in entropy.items()}
+
   def vision_aided_d(d_own, heads, frozen, real, fake, text, weight):
     """D's vision-aided term on the top pyramid level, text from D's own t_D."""
     t_d = d.apply({'params': d_own}, text, method='text_embedding')
@@ -170,8 +181,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
 
   def g_loss_fn(g_params, d_params, z, text, wrong, valid, frozen, batch, step):
     d_params, heads = frozen_losses.split_d(d_params)
-    fake = generate(g_params, z, text)
-    metrics = {}
+    fake, metrics = generate_with_entropy(g_params, z, text)
     if matching_in_g:
       fake_logits, fake_wrong = d.apply({'params': d_params}, fake, text, wrong)
       loss = losses.generator_loss(kind, fake_logits, fake_wrong, valid, loss_cfg.matching_weight)
