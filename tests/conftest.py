@@ -66,6 +66,8 @@ def pytest_sessionfinish(session, exitstatus):
     session.exitstatus = 1
 
 
+# xdist reads the groups into node ids, which works with pytest 8 only
+# (requirements-test.txt pins it); under pytest 9 every test is scheduled alone.
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
   for item in items:
