@@ -26,74 +26,26 @@ upsampler (configs/up_*.py), e.g. 64 -> 512 px, or twice with
 --upsample_times=2, and writes NNNN_xS.png next to NNNN.png.
 """
 import json
-import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 from PIL import Image
 
 from gigagan_jax import parallel
-from gigagan_jax.config_utils import num_scales, validate
+from gigagan_jax import storage
+from gigagan_jax import upsample
+from gigagan_jax.config_utils import num_scales
+# Opening runs lives in gigagan_jax.inference; the names stay importable from here.
+from gigagan_jax.inference import checkpoint_steps, load_run, run_config  # noqa: F401
 from gigagan_jax.models.build import build_models
 from gigagan_jax.models.generator import mix_scales, per_scale, truncate
 from gigagan_jax.text.backbone import make_backbone
 from gigagan_jax.text.tokenizer import make_tokenizer
-from gigagan_jax.train import state as state_lib
-from gigagan_jax.train.checkpoint import Checkpointer
 from gigagan_jax.train.samples import grid, save_png, to_uint8
 
 MODES = ('grid', 'style_mix', 'prompt_mix', 'interp_latent', 'interp_prompt')
-
-
-def _checkpointer(workdir: str) -> Checkpointer:
-  """A read-only view of WORKDIR/checkpoints (keeps everything it finds)."""
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise FileNotFoundError(f'no checkpoints/ in {workdir}; train first or fix --workdir')
-  return Checkpointer(workdir, ml_collections.ConfigDict({'keep_last': None, 'keep_every': 0}))
-
-
-def checkpoint_steps(workdir: str) -> list[int]:
-  """Steps of the run's checkpoints, ascending; FileNotFoundError when there are none."""
-  ckpt = _checkpointer(workdir)
-  try:
-    steps = ckpt.all_steps()
-  finally:
-    ckpt.close()
-  if not steps:
-    raise FileNotFoundError(f'no checkpoint in {ckpt.directory}; train first or fix --workdir')
-  return sorted(steps)
-
-
-def run_config(workdir: str, step: int | None = None):
-  """(validated config, step) of checkpoint `step` (default: latest), for one device."""
-  steps = checkpoint_steps(workdir)
-  step = steps[-1] if step is None else step
-  if step not in steps:
-    raise FileNotFoundError(f'no checkpoint {step} in {workdir}/checkpoints; there are {steps}')
-  ckpt = _checkpointer(workdir)
-  try:
-    config = ml_collections.ConfigDict(ckpt.saved_config(step))
-  finally:
-    ckpt.close()
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
-  return validate(config), step
-
-
-def load_run(workdir: str, step: int | None = None):
-  """(config, step, G_ema params) of checkpoint `step` (default: latest), on one device."""
-  config, step = run_config(workdir, step)
-  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
-  backbone = make_backbone(config.text)
-  parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size,
-                          backbone.dim if backbone is not None else 0)
-  ckpt = _checkpointer(workdir)
-  try:
-    return config, step, ckpt.restore(step, parts.abstract)['ema']
-  finally:
-    ckpt.close()
 
 
 class Sampler:
@@ -240,8 +192,8 @@ FLAGS = flags.FLAGS
 def read_prompts(prompts, prompts_file) -> list[str]:
   prompts = list(prompts)
   if prompts_file:
-    with open(prompts_file) as f:
-      prompts += [line.strip() for line in f if line.strip()]
+    text = storage.run_path(prompts_file).read_text()
+    prompts += [line.strip() for line in text.splitlines() if line.strip()]
   if not prompts:
     raise app.UsageError('give at least one --prompt or a --prompts_file')
   return prompts
@@ -260,8 +212,7 @@ def run(workdir, *, prompts, seeds, mode='grid', step=None, prompt_b=None, mix_s
   config, step, params = load_run(workdir, step)
   sampler = Sampler(config, params, psi=psi, batch_size=batch_size, seed=config.seed)
   crossover = sampler.num_scales // 2 if crossover is None else crossover
-  out = out or os.path.join(workdir, 'samples_cli', mode)
-  os.makedirs(out, exist_ok=True)
+  out = storage.run_path(out) if out else storage.run_path(workdir) / 'samples_cli' / mode
   seeds, mix_seeds = [int(s) for s in seeds], [int(s) for s in mix_seeds]
   records, rows = [], None  # rows: (name of grid, uint8 images [rows, cols, R, R, 3])
 
@@ -298,35 +249,33 @@ def run(workdir, *, prompts, seeds, mode='grid', step=None, prompt_b=None, mix_s
                for sa, sb, pa, pb in ends for t in alphas]
     for i, strip in enumerate(rows):
       frames_ = [Image.fromarray(f) for f in strip]
-      frames_[0].save(os.path.join(out, f'interp_{i:03d}.gif'), save_all=True,
-                      append_images=frames_[1:] + frames_[-2:0:-1], duration=gif_ms, loop=0)
+      storage.save_image(frames_[0], out / f'interp_{i:03d}.gif', save_all=True,
+                         append_images=frames_[1:] + frames_[-2:0:-1], duration=gif_ms, loop=0)
 
   sr_model = None
   if upsampler:
-    from gigagan_jax import upsample  # it imports this module
     sr_model = upsample.SRModel.from_run(upsampler, upsampler_step)
   for i, (img, rec) in enumerate(zip(imgs, records)):
     rec['file'] = f'{i:04d}.png'
-    Image.fromarray(img).save(os.path.join(out, rec['file']))
+    storage.save_image(Image.fromarray(img), out / rec['file'])
     if sr_model is not None:
       # The upsampler sees the caption the image was drawn for (the start one
       # of an interpolation) and a z from the same seed.
       hr, _ = upsample.upsample_image(sr_model, img, prompt=rec['prompt'], seed=rec['seed'],
                                       tile=upsample_tile, times=upsample_times)
       rec['upsampled'] = f'{i:04d}_x{hr.shape[0] // img.shape[0]}.png'
-      Image.fromarray(hr).save(os.path.join(out, rec['upsampled']))
+      storage.save_image(Image.fromarray(hr), out / rec['upsampled'])
   upscale = max(1, 128 // imgs.shape[1])
   save_png(grid(rows.reshape((-1,) + rows.shape[2:]), rows.shape[0]),
-           os.path.join(out, 'grid.png'), upscale=upscale)
-  settings = {'workdir': os.path.abspath(workdir), 'step': step, 'mode': mode, 'psi': psi,
+           out / 'grid.png', upscale=upscale)
+  settings = {'workdir': str(storage.run_path(workdir)), 'step': step, 'mode': mode, 'psi': psi,
               'truncation_centre': 'mean w of each caption',
               'latent': 'jax.random.normal(PRNGKey(seed), (z_dim,))', 'images': records}
   if sr_model is not None:
-    settings['upsampler'] = {'workdir': os.path.abspath(upsampler), 'step': sr_model.step,
+    settings['upsampler'] = {'workdir': str(storage.run_path(upsampler)), 'step': sr_model.step,
                              'kind': sr_model.kind, 'times': upsample_times,
                              'tile': upsample_tile}
-  with open(os.path.join(out, 'settings.json'), 'w') as f:
-    json.dump(settings, f, indent=1)
+  storage.write_bytes(out / 'settings.json', json.dumps(settings, indent=1).encode())
   return settings
 
 
@@ -342,7 +291,7 @@ def main(argv):
                  frames=FLAGS.frames, batch_size=FLAGS.batch_size, gif_ms=FLAGS.gif_ms,
                  out=FLAGS.out, upsampler=FLAGS.upsampler, upsampler_step=FLAGS.upsampler_step,
                  upsample_times=FLAGS.upsample_times, upsample_tile=FLAGS.upsample_tile)
-  out = FLAGS.out or os.path.join(FLAGS.workdir, 'samples_cli', FLAGS.mode)
+  out = FLAGS.out or storage.run_path(FLAGS.workdir) / 'samples_cli' / FLAGS.mode
   print(f'{len(settings["images"])} images of checkpoint {settings["step"]} in {out}/ '
         '(grid.png, settings.json)')
 

@@ -25,6 +25,7 @@ Library use (tests, notebooks):
   model = SRModel.from_run(workdir)            # config, step, EMA params
   out = upsample_image(model, uint8_image, prompt='', seed=0, tile=64)
 """
+import io
 import os
 import sys
 import time
@@ -35,9 +36,10 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image, ImageOps
 
+from gigagan_jax import storage
 from gigagan_jax import tiling
 from gigagan_jax.models.build import build_models, z_dim
-from gigagan_jax.sample import load_run
+from gigagan_jax.inference import load_run
 from gigagan_jax.text.backbone import make_backbone
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train.samples import to_uint8
@@ -80,10 +82,10 @@ def read_image(path: str) -> np.ndarray:
 
   Raises UpsampleError naming the file when it is missing or cannot be decoded.
   """
-  if not os.path.isfile(path):
+  if not storage.run_path(path).is_file():
     raise UpsampleError(f'input image not found: {path}')
   try:
-    with Image.open(path) as im:
+    with Image.open(io.BytesIO(storage.run_path(path).read_bytes())) as im:
       im.load()  # decode now, so a truncated file fails here
       im = ImageOps.exif_transpose(im)
       if im.mode in ('RGBA', 'LA', 'P', 'PA'):
@@ -251,13 +253,12 @@ def run(workdir: str, in_path: str, *, out: str | None = None, step: int | None 
   t2 = time.perf_counter()
   factor = model.scale**times
   out = out or default_out_path(in_path, factor)
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  Image.fromarray(result).save(out)
+  storage.save_image(Image.fromarray(result), out)  # local or gs://
   bic_path = None
   if bicubic:
     stem, ext = os.path.splitext(out)
     bic_path = f'{stem}_bicubic{ext or ".png"}'
-    Image.fromarray(bicubic_reference(image, factor)).save(bic_path)
+    storage.save_image(Image.fromarray(bicubic_reference(image, factor)), bic_path)
   return {'in': in_path, 'out': out, 'bicubic': bic_path, 'in_size': list(image.shape[:2]),
           'out_size': list(result.shape[:2]), 'factor': factor, 'kind': model.kind,
           'step': model.step, 'passes': passes, 'seconds': t2 - t1, 'load_seconds': t1 - t0}

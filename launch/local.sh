@@ -30,7 +30,8 @@ checkpoint and exits 0; run the same command again to resume).
                        (e.g. --extra='--config.train.steps=2 --config.mesh.fsdp=2')
   --python=PATH        interpreter (default: python)
   --logdir=DIR         where processes 1..N-1 write their output (default
-                       WORKDIR/launch_logs); process 0 writes to this terminal
+                       WORKDIR/launch_logs, or ./launch_logs for a gs:// workdir);
+                       process 0 writes to this terminal
   --dry-run            print the commands, run nothing
   -h, --help           this text
 EOF
@@ -67,7 +68,10 @@ if [ "$GPUS" -gt 0 ]; then
   [ -z "$CPU_DEVICES" ] || die "--cpu-devices is for CPU processes; drop it or --gpus"
 fi
 [ -z "$CPU_DEVICES" ] || positive_int --cpu-devices "$CPU_DEVICES"
-LOGDIR=${LOGDIR:-$WORKDIR/launch_logs}
+case $WORKDIR in
+  *://*) LOGDIR=${LOGDIR:-launch_logs} ;;  # a gs:// workdir: logs stay on this machine
+  *) LOGDIR=${LOGDIR:-$WORKDIR/launch_logs} ;;
+esac
 read -r -a EXTRA_ARGS <<<"$EXTRA" || true
 
 # CMD=(...): the command of process $1.

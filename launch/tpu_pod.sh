@@ -24,9 +24,9 @@ Usage: launch/tpu_pod.sh --name=TPU --zone=ZONE --accelerator=TYPE --config=FILE
                       v2/v3/v4, v2-alpha-tpuv5-lite for v5litepod, v2-alpha-tpuv5 for
                       v5p, v2-alpha-tpuv6e for v6e)
   --config=FILE       training config, relative to the repository root (required)
-  --workdir=DIR       gs://BUCKET/PATH: mounted with gcsfuse at /mnt/gcs/BUCKET on
-                      every worker; or an absolute path every worker mounts (NFS,
-                      Filestore); a run already there is resumed (required)
+  --workdir=DIR       gs://BUCKET/PATH, written directly by every worker (no mount);
+                      or an absolute path every worker mounts (NFS, Filestore); a run
+                      already there is resumed (required)
   --extra='FLAGS'     more training flags, split on spaces
   --ref=REF           git commit/branch/tag to ship (default HEAD; uncommitted
                       changes are not shipped)
@@ -45,7 +45,6 @@ EOF
 NAME='' ZONE='' PROJECT='' ACCEL='' VERSION='' CONFIG='' WORKDIR='' EXTRA='' REF=HEAD
 QUEUED=0 SPOT=0 REUSE=0 DETACH=0 PY=python3.11
 POLL_SECONDS=60                       # queued resource: time between state checks
-GCS_MOUNT_ROOT=/mnt/gcs               # gs://BUCKET is mounted at $GCS_MOUNT_ROOT/BUCKET
 # shellcheck disable=SC2088  # '~' is for the workers' shell to expand
 REMOTE_CODE='~/gigagan_jax'           # on the workers
 # shellcheck disable=SC2088
@@ -133,15 +132,15 @@ info "workers: $WORKERS ($ACCEL: $WHY)"
 info "processes: $WORKERS, one per worker; jax.distributed.initialize() finds the coordinator itself"
 
 # ------------------------------------------------------------ workdir
-BUCKET=''
 case $WORKDIR in
   gs://*)
     rest=${WORKDIR#gs://}
-    BUCKET=${rest%%/*}
-    [ -n "$BUCKET" ] || die "--workdir=$WORKDIR: no bucket name"
-    # The trainer writes through the filesystem, so the bucket is mounted (gcsfuse).
-    TRAIN_WORKDIR=$GCS_MOUNT_ROOT/$rest
-    info "workdir: $WORKDIR, mounted on every worker as $TRAIN_WORKDIR" ;;
+    [ -n "${rest%%/*}" ] || die "--workdir=$WORKDIR: no bucket name"
+    # The trainer writes gs:// itself (etils.epath, Orbax/tensorstore), with the
+    # TPU VM's service account; no gcsfuse mount, whose emulated renames and
+    # appends do not suit multi-host Orbax saves.
+    TRAIN_WORKDIR=$WORKDIR
+    info "workdir: $WORKDIR (written directly by every worker)" ;;
   /*) TRAIN_WORKDIR=$WORKDIR
       info "workdir: $WORKDIR (must be a filesystem every worker mounts)" ;;
   *) [ "$WORKERS" = 1 ] ||
@@ -209,15 +208,6 @@ ssh_all "set -e; command -v $PY >/dev/null || { $APT update -qq && $APT install 
 rm -rf $REMOTE_CODE && mkdir -p $REMOTE_CODE && tar -xzf ~/gigagan_jax.tar.gz -C $REMOTE_CODE; \
 [ -x $REMOTE_VENV/bin/python ] || $PY -m venv $REMOTE_VENV; \
 cd $REMOTE_CODE && $REMOTE_VENV/bin/pip install -q -r requirements.txt -e . 'jax[tpu]'"
-if [ -n "$BUCKET" ]; then
-  MNT=$GCS_MOUNT_ROOT/$BUCKET
-  ssh_all "set -e; command -v gcsfuse >/dev/null || { \
-echo \"deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt gcsfuse-\$(lsb_release -cs) main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null && \
-curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc >/dev/null && \
-$APT update -qq && $APT install -y -qq gcsfuse; }; \
-sudo mkdir -p $MNT && sudo chown \"\$USER\" $MNT; \
-mountpoint -q $MNT || gcsfuse --implicit-dirs --rename-dir-limit=200000 $(q "$BUCKET") $MNT"
-fi
 
 # ------------------------------------------------------------ train
 read -r -a EXTRA_ARGS <<<"$EXTRA" || true

@@ -17,7 +17,6 @@ Super-resolution runs (config.task = 'sr'): `--task=sr`, with one or more
       [--step=N] [--out=DIR] [--num_images=N] [--lpips_path=lpips_vgg.npz]
 """
 import json
-import os
 import sys
 
 from absl import app, flags, logging
@@ -26,7 +25,8 @@ from ml_collections import config_flags
 from gigagan_jax.evaluate import report
 from gigagan_jax.evaluate import sr
 from gigagan_jax.evaluate.evaluator import Evaluator
-from gigagan_jax.sample import checkpoint_steps
+from gigagan_jax import storage
+from gigagan_jax.inference import NoCheckpointError, checkpoint_steps
 from gigagan_jax.train.writers import TensorBoardWriter
 
 config_flags.DEFINE_config_file('eval_config', 'configs/eval_shapes.py',
@@ -62,12 +62,15 @@ def main(argv):
   if FLAGS.all and FLAGS.step is not None:
     raise app.UsageError('give --step=N or --all, not both')
   ev = FLAGS.eval_config
-  available = checkpoint_steps(workdir)  # names a missing run
+  try:
+    available = checkpoint_steps(workdir)
+  except NoCheckpointError as e:  # no run there, or one without a complete checkpoint
+    sys.exit(f'evaluate: error: {e}')
   steps = available if FLAGS.all else [FLAGS.step if FLAGS.step is not None else available[-1]]
   missing = sorted(set(steps) - set(available))
   if missing:
     raise app.UsageError(f'no checkpoint {missing} in {workdir}; there are {available}')
-  out_dir = os.path.join(workdir, 'eval', ev.name)
+  out_dir = storage.run_path(workdir) / 'eval' / ev.name
   record = report.load_metrics(out_dir)
   settings = json.loads(json.dumps(ev.to_dict()))  # as metrics.json holds them (lists, not tuples)
   if record['steps'] and record.get('eval_config') != settings and not FLAGS.overwrite:
@@ -81,24 +84,27 @@ def main(argv):
       print(f'evaluate: step {step} already in {out_dir}/metrics.json (--overwrite to redo)')
   todo = [step for step in steps if str(step) not in record['steps']]
   if not todo:  # nothing to compute: no networks to build, no probe to load
-    print(f'evaluate: nothing new; report: {os.path.abspath(os.path.join(out_dir, "report.html"))}')
+    print(f'evaluate: nothing new; report: {out_dir / "report.html"}')
     return
-  os.makedirs(out_dir, exist_ok=True)
   evaluator = Evaluator(workdir, ev)  # names a missing weight file or probe
   record.update(eval_config=settings, protocol=evaluator.protocol())
-  writer = TensorBoardWriter(out_dir)
+  events = storage.StagedDir(out_dir)  # TensorBoard appends; object stores cannot
+  writer = TensorBoardWriter(events.path(''))
   for step in todo:
     metrics, images = evaluator.evaluate(step)
     record['steps'][str(step)] = metrics
     record.setdefault('sample_prompts', {})[str(step)] = report.save_samples(
         out_dir, step, images, evaluator.prompts, ev.grid_size)
     writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
+    writer.flush()
+    events.sync()
     report.save_metrics(out_dir, record)  # after every step: an interruption keeps the rest
   writer.close()
+  events.close()
   path = report.write_html(out_dir, record, evaluator.run_config.to_dict(),
                            f'{workdir}: {ev.name} evaluation')
   print(f'evaluate: {len(record["steps"])} checkpoint(s) in {out_dir}/metrics.json\n'
-        f'  report: {os.path.abspath(path)}\n  tensorboard --logdir {workdir}')
+        f'  report: {path}\n  tensorboard --logdir {workdir}')
 
 
 if __name__ == '__main__':

@@ -26,7 +26,8 @@ from gigagan_jax.data import pipeline
 from gigagan_jax.evaluate import fid as fid_lib
 from gigagan_jax.evaluate import inception, preprocess
 from gigagan_jax.evaluate import probe as probe_lib
-from gigagan_jax.sample import Sampler, load_run, run_config
+from gigagan_jax.inference import load_run, run_config
+from gigagan_jax.sample import Sampler
 from gigagan_jax.text.tokenizer import make_tokenizer
 
 METRICS = ('attribute_accuracy', 'probe_fd', 'fid', 'kid', 'clip_score')

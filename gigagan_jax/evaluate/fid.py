@@ -6,14 +6,16 @@ of large traces.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
 import warnings
 from typing import Any, Callable
 
 import numpy as np
 import scipy.linalg
+
+from gigagan_jax import storage
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
@@ -169,21 +171,20 @@ class FeatureStats:
     `meta` records how the features were made (network, preprocessing,
     dataset, split...), so a cache file explains itself.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     arrays = {'mu': self.mean, 'sigma': self.cov, 'n': np.int64(self.n),
               'meta': np.array(json.dumps(meta, sort_keys=True, default=str))}
     if self._kept:
       arrays['features'] = self.features
-    tmp = path + '.tmp.npz'  # write-then-rename: a killed job never leaves half a cache file
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    storage.write_atomic(path, buf.getvalue())  # a killed job never leaves half a cache file
 
   @classmethod
   def load(cls, path: str) -> 'FeatureStats':
     """Reads a file written by `save` (also accepts pytorch-fid style npz with mu/sigma)."""
-    if not os.path.isfile(path):
+    if not storage.run_path(path).is_file():
       raise FileNotFoundError(f'feature statistics file not found: {path}')
-    with np.load(path) as f:
+    with np.load(io.BytesIO(storage.run_path(path).read_bytes())) as f:
       for key in ('mu', 'sigma'):
         if key not in f:
           raise KeyError(f'{path}: no {key!r} array (expected mu, sigma[, n, features, meta])')
@@ -209,7 +210,7 @@ def cache_path(cache_dir: str, name: str) -> str:
   safe = re.sub(r'[^A-Za-z0-9._=-]+', '_', name).strip('_')
   if not safe:
     raise ValueError(f'unusable cache name {name!r}')
-  return os.path.join(cache_dir, safe + '.npz')
+  return str(storage.run_path(cache_dir) / (safe + '.npz'))
 
 
 def cached_stats(cache_dir: str, name: str, compute: Callable[[], FeatureStats],
@@ -219,7 +220,7 @@ def cached_stats(cache_dir: str, name: str, compute: Callable[[], FeatureStats],
   `compute()` returns a filled FeatureStats; `meta` is stored with it.
   """
   path = cache_path(cache_dir, name)
-  if os.path.isfile(path):
+  if storage.run_path(path).is_file():
     return FeatureStats.load(path)
   stats = compute()
   stats.save(path, name=name, **meta)

@@ -10,37 +10,36 @@ TensorBoard events go to the same folder, so `tensorboard --logdir WORKDIR`
 shows training and evaluation side by side.
 """
 import html
+import io
 import json
-import os
 
 import matplotlib
 matplotlib.use('Agg')  # files only; no display on clusters
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from gigagan_jax import storage  # noqa: E402
 from gigagan_jax.train.samples import grid, save_png  # noqa: E402
 
 
-def load_metrics(out_dir: str) -> dict:
-  path = os.path.join(out_dir, 'metrics.json')
-  if not os.path.exists(path):
+def load_metrics(out_dir) -> dict:
+  path = storage.run_path(out_dir) / 'metrics.json'
+  if not path.exists():
     return {'steps': {}}
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
-def save_metrics(out_dir: str, record: dict):
-  path = os.path.join(out_dir, 'metrics.json')
-  with open(path + '.tmp', 'w') as f:
-    json.dump(record, f, indent=1, sort_keys=True)
-  os.replace(path + '.tmp', path)  # a crash never leaves half a file
+def save_metrics(out_dir, record: dict):
+  # A crash never leaves half a file.
+  storage.write_atomic(storage.run_path(out_dir) / 'metrics.json',
+                       json.dumps(record, indent=1, sort_keys=True).encode())
 
 
 def save_samples(out_dir: str, step: int, images: np.ndarray, prompts, n: int):
   """The first n generated images as samples_<step>.png (4 columns) + their prompts."""
   n = min(n, len(images))
   upscale = max(1, 128 // images.shape[1])
-  save_png(grid(images[:n], rows=-(-n // 4)), os.path.join(out_dir, f'samples_{step}.png'), upscale)
+  save_png(grid(images[:n], rows=-(-n // 4)), storage.run_path(out_dir) / f'samples_{step}.png', upscale)
   return list(prompts[:n])
 
 
@@ -56,7 +55,9 @@ def _plot(out_dir: str, name: str, steps: list, series: dict) -> str:
     ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5))
   fig.tight_layout()
   filename = 'plot_' + name.replace('/', '_') + '.png'
-  fig.savefig(os.path.join(out_dir, filename))
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png')
+  storage.write_bytes(storage.run_path(out_dir) / filename, buf.getvalue())
   plt.close(fig)
   return filename
 
@@ -112,7 +113,6 @@ pre {{ background: #f6f6f6; padding: 1em; font-size: 0.8em; overflow: auto; }}
 <pre>{esc(json.dumps(run_config, indent=1, sort_keys=True))}</pre>
 </body></html>
 """
-  path = os.path.join(out_dir, 'report.html')
-  with open(path, 'w') as f:
-    f.write(page)
-  return path
+  path = storage.run_path(out_dir) / 'report.html'
+  storage.write_atomic(path, page.encode())
+  return str(path)

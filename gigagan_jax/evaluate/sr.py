@@ -48,7 +48,8 @@ from PIL import Image, ImageDraw
 from gigagan_jax.data.pipeline import make_dataset
 from gigagan_jax.evaluate import sr_metrics
 from gigagan_jax.models.baselines import bicubic_upsample
-from gigagan_jax.sample import run_config
+from gigagan_jax import storage
+from gigagan_jax.inference import run_config
 from gigagan_jax.train.checkpoint import diff_configs
 from gigagan_jax.train.samples import to_uint8
 from gigagan_jax.upsample import SRModel
@@ -277,7 +278,7 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
   check_compatible(configs, hr_size)
   ref = configs[workdirs[0]]
   scale = int(ref.upsampler.scale)
-  out_dir = out_dir or os.path.join(workdirs[0], 'eval', 'sr')
+  out_dir = storage.run_path(out_dir) if out_dir else storage.run_path(workdirs[0]) / 'eval' / 'sr'
   say = print if verbose else (lambda *a, **k: None)
 
   pairs = load_pairs(ref, num_images=num_images, seed=seed, hr_size=hr_size)
@@ -301,16 +302,15 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
     if seen[name] > 1:  # two runs named alike (a/run, b/run): keep rows apart
       name = f'{name}#{seen[name]}'
     sr, ms = evaluate_model(model, pairs, batch_size=batch_size, seed=seed)
-    rows.append(_row(name, model.kind, model.num_params(), model.step, os.path.abspath(w),
+    rows.append(_row(name, model.kind, model.num_params(), model.step, str(storage.run_path(w)),
                      metrics_of(sr, pairs['hr'], scale, lpips_params, batch_size), ms))
     outputs.append(sr)
     names.append(name)
     say(f'  {name}: PSNR {rows[-1]["psnr"]:.3f} dB, SSIM {rows[-1]["ssim"]:.4f}')
 
   table = format_table(rows)
-  os.makedirs(out_dir, exist_ok=True)
   crops = crops_image(outputs + [pairs['hr']], names + ['ground truth'], num_crops, crop_size)
-  Image.fromarray(crops).save(os.path.join(out_dir, 'sr_crops.png'))
+  storage.save_image(Image.fromarray(crops), out_dir / 'sr_crops.png')
   deg = ref.data.degradation
   record = {
       'protocol': {
@@ -328,12 +328,11 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
       'crops': {'file': 'sr_crops.png', 'columns': names + ['ground truth'],
                 'images': min(num_crops, n)},
   }
-  with open(os.path.join(out_dir, 'sr_metrics.json'), 'w') as f:
-    json.dump(record, f, indent=1)
-  with open(os.path.join(out_dir, 'sr_table.md'), 'w') as f:
-    f.write(f'SR evaluation: {n} held-out images of {ref.data.builder} ({deg.mode} degradation), '
+  storage.write_atomic(out_dir / 'sr_metrics.json', json.dumps(record, indent=1).encode())
+  storage.write_atomic(out_dir / 'sr_table.md', (
+            f'SR evaluation: {n} held-out images of {ref.data.builder} ({deg.mode} degradation), '
             f'{record["protocol"]["lr_size"]} -> {record["protocol"]["hr_size"]} px ({scale}x); '
-            f'PSNR/SSIM on Y, {scale}-px border cropped.\n\n{table}\n')
+            f'PSNR/SSIM on Y, {scale}-px border cropped.\n\n{table}\n').encode())
   say(table)
   say(f'evaluate sr: wrote {out_dir}/sr_metrics.json, sr_table.md, sr_crops.png')
   return record

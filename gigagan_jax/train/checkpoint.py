@@ -7,12 +7,17 @@ A checkpoint (workdir/checkpoints/<step>/) holds
   config  the resolved config as JSON (checked on resume)
 Saving is asynchronous: the loop goes on while the files are written.
 """
+import asyncio
 import json
-import os
 
 import grain
+import jax
 import orbax.checkpoint as ocp
+# Orbax's definition of "not committed" (local tmp suffix, object-store commit
+# file); the same function its cleanup_tmp_directories uses.
+from orbax.checkpoint._src.path import temporary_paths
 
+from gigagan_jax import storage
 from gigagan_jax.config_utils import FROZEN_LOSS_FIELDS
 
 
@@ -56,14 +61,27 @@ def with_added_defaults(saved: dict) -> dict:
   return dict(saved, loss=loss) if 'loss' in saved else saved
 
 
+def unfinished_saves(directory) -> list[str]:
+  """Names of the uncommitted checkpoint directories in `directory` (Orbax's own test)."""
+  paths = asyncio.run(temporary_paths.all_temporary_paths(directory))
+  return sorted(p.get().name for p in paths)
+
+
 class Checkpointer:
   """Owns the CheckpointManager of a workdir."""
 
-  def __init__(self, workdir: str, train_cfg):
-    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+  def __init__(self, workdir, train_cfg):
+    # Local or gs://: Orbax writes object stores natively (arrays via tensorstore).
+    self.directory = storage.run_path(workdir) / 'checkpoints'
+    # A save cut short (SIGKILL, a lost machine) leaves a directory that was
+    # never committed: a *.orbax-checkpoint-tmp-* one locally, a step directory
+    # without commit_success.txt in an object store. Such a checkpoint is not
+    # listed, never restored, and removed here (process 0) so that the same
+    # step can be saved again; nothing committed is touched.
+    self.unfinished = unfinished_saves(self.directory) if jax.process_index() == 0 else []
     options = ocp.CheckpointManagerOptions(
         max_to_keep=train_cfg.keep_last, keep_period=train_cfg.keep_every or None,
-        enable_async_checkpointing=True, create=True)
+        enable_async_checkpointing=True, create=True, cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={'state': ocp.StandardCheckpointHandler(),

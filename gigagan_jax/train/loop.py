@@ -6,6 +6,7 @@
 The same code runs on one CPU, on 8 fake CPU devices in tests, on a GPU node
 and on every host of a TPU pod (each process feeds its own shard of the batch).
 """
+import contextlib
 import json
 import os
 import signal
@@ -13,9 +14,11 @@ import time
 
 import jax
 import numpy as np
+from jax._src import distributed as jax_distributed
 from jax.experimental import multihost_utils
 
 from gigagan_jax import parallel
+from gigagan_jax import storage
 from gigagan_jax.config_utils import ConfigError, validate
 from gigagan_jax.data.pipeline import ensure_dataset, make_dataset
 from gigagan_jax.frozen import lpips
@@ -25,7 +28,7 @@ from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import samples as samples_lib
 from gigagan_jax.train import frozen_losses
 from gigagan_jax.train import state as state_lib
-from gigagan_jax.train.checkpoint import Checkpointer
+from gigagan_jax.train.checkpoint import Checkpointer, unfinished_saves
 from gigagan_jax.train.sr_step import make_sr_train_step
 from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step
 from gigagan_jax.train.writers import NullWriter, TensorBoardWriter
@@ -64,30 +67,38 @@ def _fmt_time(seconds: float) -> str:
 
 
 class _Preemption:
-  """SIGTERM sets a flag; the loop saves at the end of the current step.
+  """When to stop for a preemption notice (SIGTERM): at the same step on every process.
 
-  With several processes, jax's preemption sync point makes all processes
-  agree on the step at which to save.
+  Several processes (jax.distributed, whose preemption service is on by
+  default): jax.distributed.initialize installs its own SIGTERM handler,
+  which tells the coordination service, which tells every process; then
+  `reached_preemption_sync_point` turns True on all of them at one step (the
+  highest step any of them had reached, plus one). A Python handler would
+  replace JAX's, and the signalled process would stop alone while the others
+  wait forever in the next collective; so none is installed.
+
+  One process: a Python handler sets a flag, read after the current step.
   """
 
   def __init__(self):
+    # No public API says whether the service runs; multihost_utils reads the same field.
+    self._synced = getattr(jax_distributed.global_state, 'preemption_sync_manager',
+                           None) is not None
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handler)
+    self._previous = None if self._synced else signal.signal(signal.SIGTERM, self._handler)
 
   def _handler(self, signum, frame):
     del signum, frame
     self.requested = True
 
   def should_stop(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      try:
-        return self.requested or multihost_utils.reached_preemption_sync_point(step)
-      except RuntimeError:  # preemption service not started (no jax.distributed)
-        return self.requested
+    if self._synced:
+      return multihost_utils.reached_preemption_sync_point(step)
     return self.requested
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if not self._synced:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def train(config, workdir: str, *, allow_config_change: bool = False, make_iterator=None,
@@ -106,7 +117,8 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
     devices: devices for the mesh (default: all).
   """
   config = validate(config, check_files=True)  # also the CLIP checkpoint at loss.clip_dir
-  os.makedirs(workdir, exist_ok=True)
+  # Local or gs://; a missing bucket or no write access fails here, before any work.
+  workdir = storage.check_writable(workdir, probe=f'.write_check_{jax.process_index()}')
   tcfg = config.train
 
   # ------------------------------------------------------------------ mesh
@@ -161,63 +173,85 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
                              degradation=config.data.degradation if sr else None)
 
   # ------------------------------------------------------ checkpoint / resume
-  ckpt = Checkpointer(workdir, tcfg)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    diffs = ckpt.check_config(latest, config, allow_config_change)
-    state = ckpt.restore(latest, parts.abstract, data_iter)
-    _say(f'resumed from {ckpt.directory}/{latest}' +
-         (f' (config changed: {"; ".join(diffs)})' if diffs else ''))
-  else:
-    state = parts.init(config)
-    _say(f'initialised G ({state_lib.count_params(state["g"]) / 1e6:.2f}M params) and '
-         f'D ({state_lib.count_params(state["d"]) / 1e6:.2f}M params)')
+  # Every way out of here (the end, preemption, ConfigMismatchError,
+  # NonFiniteError, Ctrl-C) closes what it opened: last in, first closed.
+  with contextlib.ExitStack() as cleanup:
+    ckpt = Checkpointer(workdir, tcfg)
+    cleanup.callback(ckpt.close)  # waits for a save in flight
+    if ckpt.unfinished:
+      _say(f'ignored and removed unfinished checkpoint save(s) {", ".join(ckpt.unfinished)} in '
+           f'{ckpt.directory} (a save cut short); resuming from the last complete one')
+    latest = ckpt.latest_step()
+    if latest is not None:
+      diffs = ckpt.check_config(latest, config, allow_config_change)
+      state = ckpt.restore(latest, parts.abstract, data_iter)
+      _say(f'resumed from {ckpt.directory}/{latest}' +
+           (f' (config changed: {"; ".join(diffs)})' if diffs else ''))
+    else:
+      state = parts.init(config)
+      _say(f'initialised G ({state_lib.count_params(state["g"]) / 1e6:.2f}M params) and '
+           f'D ({state_lib.count_params(state["d"]) / 1e6:.2f}M params)')
 
-  # ---------------------------------------------------------------- writers
-  writer = TensorBoardWriter(workdir) if jax.process_index() == 0 else NullWriter()
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  samples_dir = os.path.join(workdir, 'samples')
-
-  def with_features(text):
-    if backbone is None:
-      return text
-    return dict(text, features=backbone.apply(backbone_params, text['tokens'], text['eot']))
-
-  if sr:
-    # Fixed inputs: the first examples of the data in stored order, the same
-    # on every process.
-    first = next(make_dataset(config.data, tokenize=tokenizer, seed=config.seed, shuffle=False,
-                              process_index=0, process_count=1,
-                              degradation=config.data.degradation))
-    sample_grid = samples_lib.SRSampleGrid(
-        jax.jit(lambda ema, lr, text, z: parts.g.apply({'params': ema}, lr, with_features(text), z)),
-        first, tcfg.num_sample_seeds, z_dim(config), config.seed)
-    resolution = config.data.degradation.hr_size
-  else:
-    sample_grid = samples_lib.SampleGrid(
-        jax.jit(lambda ema, z, text: parts.g.apply({'params': ema}, z, with_features(text))),
-        tcfg.sample_prompts, tokenizer, z_dim(config), tcfg.num_sample_seeds, config.seed)
-    resolution = config.generator.resolution
-
-  def write_samples(step: int):
-    image = sample_grid.render(state['ema'])
+    # -------------------------------------------------------------- writers
+    # metrics.jsonl and the TensorBoard events grow by appends, which object
+    # stores lack: they are written locally and uploaded whole at each sync.
     if jax.process_index() == 0:
-      path = os.path.join(samples_dir, f'step_{step:07d}.png')
-      samples_lib.save_png(image, path, upscale=max(1, 128 // resolution))
-      writer.write_images(step, {'samples': image})
-      return path
+      logs = storage.StagedDir(workdir, fetch=('metrics.jsonl',))
+      cleanup.callback(logs.close)
+      writer = TensorBoardWriter(logs.path(''))
+      cleanup.callback(writer.close)  # before logs.close uploads its last events
+    else:
+      logs, writer = None, NullWriter()
+    metrics_path = workdir / 'metrics.jsonl'
+    samples_dir = workdir / 'samples'
 
-  # ------------------------------------------------------------------- loop
-  preemption = _Preemption()
-  step = int(state['step'])
-  start_step, last_saved, last_metrics, pending, last_r1 = step, step, {}, None, None
-  restored_from = None  # checkpoint restored after non-finite steps
-  t_log, step_at_log = time.perf_counter(), step
-  batch_size = config.data.batch_size
-  if step == 0:
-    write_samples(0)
-  _say(f'training from step {step} to {tcfg.steps} (the first step compiles, which takes a while)')
-  try:
+    def sync_logs():
+      if logs is not None:
+        writer.flush()
+        logs.sync()
+
+    def with_features(text):
+      if backbone is None:
+        return text
+      return dict(text, features=backbone.apply(backbone_params, text['tokens'], text['eot']))
+
+    if sr:
+      # Fixed inputs: the first examples of the data in stored order, the same
+      # on every process.
+      first = next(make_dataset(config.data, tokenize=tokenizer, seed=config.seed, shuffle=False,
+                                process_index=0, process_count=1,
+                                degradation=config.data.degradation))
+      sample_grid = samples_lib.SRSampleGrid(
+          jax.jit(lambda ema, lr, text, z: parts.g.apply({'params': ema}, lr, with_features(text),
+                                                         z)),
+          first, tcfg.num_sample_seeds, z_dim(config), config.seed)
+      resolution = config.data.degradation.hr_size
+    else:
+      sample_grid = samples_lib.SampleGrid(
+          jax.jit(lambda ema, z, text: parts.g.apply({'params': ema}, z, with_features(text))),
+          tcfg.sample_prompts, tokenizer, z_dim(config), tcfg.num_sample_seeds, config.seed)
+      resolution = config.generator.resolution
+
+    def write_samples(step: int):
+      image = sample_grid.render(state['ema'])
+      if jax.process_index() == 0:
+        path = samples_dir / f'step_{step:07d}.png'
+        samples_lib.save_png(image, path, upscale=max(1, 128 // resolution))
+        writer.write_images(step, {'samples': image})
+        return path
+
+    # ----------------------------------------------------------------- loop
+    preemption = _Preemption()
+    cleanup.callback(preemption.restore)
+    step = int(state['step'])
+    start_step, last_saved, last_metrics, pending, last_r1 = step, step, {}, None, None
+    restored_from = None  # checkpoint restored after non-finite steps
+    t_log, step_at_log = time.perf_counter(), step
+    batch_size = config.data.batch_size
+    if step == 0:
+      write_samples(0)
+    _say(f'training from step {step} to {tcfg.steps} (the first step compiles, which takes a '
+         'while)')
     while step < tcfg.steps:
       batch = next(data_iter)
       batch = parallel.global_batch({k: batch[k] for k in ndims}, mesh)
@@ -255,13 +289,14 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
         eta = (tcfg.steps - step) * batch_size / max(rate, 1e-9)
         t_log, step_at_log = now, step
         writer.write_scalars(step, dict(last_metrics, img_per_sec=rate))
-        if jax.process_index() == 0:
-          with open(metrics_path, 'a') as f:
+        if logs is not None:
+          with open(logs.path('metrics.jsonl'), 'a') as f:
             f.write(json.dumps({'step': step, 'img_per_sec': rate, **last_metrics}) + '\n')
         losses = ' '.join(f'{name} {last_metrics[key]:.{digits}f}' for name, key, digits in
                           _LOG_FIELDS if key in last_metrics)
         _say(f'step {step}/{tcfg.steps} | {rate:.1f} img/s | {losses} '
              f'skips {last_metrics["total_skips"]} | eta {_fmt_time(eta)}')
+        sync_logs()
       if step % tcfg.sample_every == 0:
         write_samples(step)
       if step % tcfg.ckpt_every == 0:
@@ -270,6 +305,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
         else:
           ckpt.save(step, state, data_iter, config)
           last_saved, restored_from = step, None
+          sync_logs()
           _test_hook_after_save(step, ckpt)
       if preemption.should_stop(step):
         if last_saved != step:
@@ -278,28 +314,44 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
         _say(f'preempted (SIGTERM): saved checkpoint {step} to {ckpt.directory}; '
              'run the same command to resume')
         return last_metrics
-  finally:
-    preemption.restore()
 
-  # ------------------------------------------------------------------- end
-  if step > start_step:
-    if last_saved != step:
-      ckpt.save(step, state, data_iter, config, force=True)
-    if step % tcfg.sample_every:
-      write_samples(step)
-  ckpt.wait()
-  writer.close()
-  _say(f'done: {step} steps\n'
-       f'  checkpoint  {ckpt.directory}/{ckpt.latest_step()}\n'
-       f'  samples     {samples_dir}/\n'
-       f'  metrics     {metrics_path} and TensorBoard events in {workdir}\n'
-       f'  (tensorboard --logdir {workdir})')
-  return last_metrics
+    # ------------------------------------------------------------------ end
+    if step > start_step:
+      if last_saved != step:
+        ckpt.save(step, state, data_iter, config, force=True)
+      if step % tcfg.sample_every:
+        write_samples(step)
+    ckpt.wait()
+    _say(f'done: {step} steps\n'
+         f'  checkpoint  {ckpt.directory}/{ckpt.latest_step()}\n'
+         f'  samples     {samples_dir}/\n'
+         f'  metrics     {metrics_path} and TensorBoard events in {workdir}\n'
+         f'  (tensorboard --logdir {workdir})')
+    return last_metrics
+
+
+def _holds_a_file(directory) -> bool:
+  """Whether `directory` (local or an object store) holds a file at any depth."""
+  return any(p.is_file() or (p.is_dir() and _holds_a_file(p)) for p in directory.iterdir())
 
 
 def _test_hook_after_save(step: int, ckpt: Checkpointer):
-  """Resume tests: GIGAGAN_SIGKILL_AFTER_SAVE=N kills this process with SIGKILL
-  once checkpoint N is on disk, an unclean death like a lost machine."""
+  """Tests of unclean deaths (SIGKILL, like a lost machine), by environment variable:
+  GIGAGAN_SIGKILL_AFTER_SAVE=N once checkpoint N is committed;
+  GIGAGAN_SIGKILL_DURING_SAVE=N while checkpoint N is being written in the
+  background: as soon as the first of its files exists, before Orbax commits it."""
   if os.environ.get('GIGAGAN_SIGKILL_AFTER_SAVE') == str(step):
     ckpt.wait()
     os.kill(os.getpid(), signal.SIGKILL)
+  if os.environ.get('GIGAGAN_SIGKILL_DURING_SAVE') == str(step):
+    deadline = time.time() + 60
+    while time.time() < deadline:
+      unfinished = unfinished_saves(ckpt.directory)
+      for name in unfinished:
+        if _holds_a_file(ckpt.directory / name):
+          os.kill(os.getpid(), signal.SIGKILL)
+      if not unfinished and (ckpt.directory / str(step)).exists():
+        break  # committed before a file was seen: the test names the miss
+      time.sleep(0.001)
+    raise RuntimeError(f'GIGAGAN_SIGKILL_DURING_SAVE={step}: the save was not caught between '
+                       'its first file and its commit')

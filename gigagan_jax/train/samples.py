@@ -1,10 +1,9 @@
 """Fixed-latent sample grids of G_ema, written as PNG and to TensorBoard."""
-import os
-
 import jax
 import numpy as np
 from PIL import Image
 
+from gigagan_jax import storage
 from gigagan_jax.models.baselines import bicubic_upsample
 
 
@@ -24,12 +23,12 @@ def grid(images: np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
   return out
 
 
-def save_png(image: np.ndarray, path: str, upscale: int = 1):
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+def save_png(image: np.ndarray, path, upscale: int = 1):
+  """Writes uint8 [H, W, 3] as PNG to a local or object-store (gs://) path."""
   img = Image.fromarray(image)
   if upscale > 1:  # tiny models draw 32 px images; enlarge with hard pixels to be seen
     img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
-  img.save(path)
+  storage.save_image(img, path)
 
 
 class SampleGrid:

@@ -1,0 +1,111 @@
+"""gs:// run directories end to end, against a real GCS emulator on localhost.
+
+The emulator (fake-gcs-server, from a PyPI wheel) speaks GCS's JSON API; etils.epath
+(gcsfs) and Orbax (tensorstore for arrays) write to it as they would to a
+bucket, pointed there by STORAGE_EMULATOR_HOST alone (gigagan_jax.storage).
+Nothing of the storage layer is mocked.
+"""
+import io
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+import pytest
+from etils import epath
+from PIL import Image
+
+import cloud
+import conftest
+from gigagan_jax import inference
+from gigagan_jax import sample
+from gigagan_jax import storage
+from gigagan_jax.train import loop
+
+pytestmark = pytest.mark.gcs
+
+
+@pytest.fixture(scope='module')
+def gcs():
+  """The emulator, and this process's clients pointed at it."""
+  emulator = cloud.Emulator()
+  saved = dict(os.environ)
+  os.environ.update(emulator.env)
+  storage.use_emulator_from_env()
+  yield emulator
+  emulator.stop()
+  os.environ.clear()
+  os.environ.update(saved)
+
+
+def test_train_killed_and_resumed_in_gcs_equals_a_local_run_then_evaluate_and_sample(
+    gcs, micro_data_dir, probe_dir, tmp_path):
+  """SIGKILL after checkpoint 3 of a gs:// run, resume to 6: the checkpoint, the
+  logged losses and the data position equal those of an uninterrupted local run
+  bitwise; samples, TensorBoard events (both processes' steps) and metrics.jsonl
+  are in the bucket; evaluate and sample then read the gs:// run and write there."""
+  config = conftest.micro_config(micro_data_dir)
+  local = str(tmp_path / 'local')
+  run = f'gs://{gcs.bucket}/micro'
+  rc, out = cloud.finish(cloud.start(cloud.train_cmd(local, micro_data_dir)))
+  assert rc == 0, out
+  rc, out = cloud.finish(cloud.start(cloud.train_cmd(run, micro_data_dir),
+                                     env=dict(gcs.env, GIGAGAN_SIGKILL_AFTER_SAVE='3')))
+  assert rc == -signal.SIGKILL, out
+  assert inference.checkpoint_steps(run) == [3]
+  rc, out = cloud.finish(cloud.start(cloud.train_cmd(run, micro_data_dir), env=gcs.env))
+  assert rc == 0 and f'resumed from {run}/checkpoints/3' in out, out
+
+  cloud.assert_trees_equal(cloud.saved_state(config, run, 6), cloud.saved_state(config, local, 6))
+  np.testing.assert_array_equal(cloud.logged(run), cloud.logged(local))
+  data = lambda wd: (epath.Path(wd) / 'checkpoints/6/data/process_0-of-1.json').read_text()
+  assert data(run) == data(local)
+  # Sample grids of step 0 (the killed process) and 6 (the resumed one), as drawn locally.
+  for step in (0, 6):
+    name = f'samples/step_{step:07d}.png'
+    assert (epath.Path(run) / name).read_bytes() == (epath.Path(local) / name).read_bytes()
+  # TensorBoard: every logged step, across the events files of both processes.
+  from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+  logged_steps = []
+  for events in epath.Path(run).glob('events.out.tfevents.*'):
+    copy = tmp_path / events.name
+    copy.write_bytes(events.read_bytes())
+    logged_steps += [e.step for e in EventFileLoader(str(copy)).Load()
+                     if any(v.tag == 'd_loss' for v in e.summary.value)]
+  assert sorted(logged_steps) == [1, 2, 3, 4, 5, 6]
+
+  # evaluate (its CLI) reads the run from the bucket and writes its outputs there.
+  cmd = [sys.executable, '-m', 'gigagan_jax.evaluate', f'--workdir={run}',
+         f'--eval_config.probe_dir={probe_dir}', '--eval_config.num_samples=8',
+         '--eval_config.batch_size=8', f'--eval_config.cache_dir={run}/eval_cache']
+  rc, out = cloud.finish(cloud.start(cmd, env=gcs.env))
+  assert rc == 0, out
+  record = json.loads((epath.Path(run) / 'eval/shapes/metrics.json').read_text())
+  assert list(record['steps']) == ['6'] and 0 <= record['steps']['6']['attribute_accuracy'] <= 1
+  for name in ('report.html', 'samples_6.png'):
+    assert (epath.Path(run) / 'eval/shapes' / name).exists(), name
+  assert list((epath.Path(run) / 'eval/shapes').glob('events.out.tfevents.*'))
+
+  # sample (in this process) reads G_ema from the bucket and writes its images there.
+  settings = sample.run(run, prompts=['a red circle'], seeds=[0, 1], batch_size=2,
+                        out=f'{run}/samples_cli')
+  assert settings['step'] == 6 and settings['workdir'] == run
+  saved = json.loads((epath.Path(run) / 'samples_cli/settings.json').read_text())
+  assert [r['file'] for r in saved['images']] == ['0000.png', '0001.png']
+  first = Image.open(io.BytesIO((epath.Path(run) / 'samples_cli/0000.png').read_bytes()))
+  assert first.size == (32, 32)
+
+
+def test_a_missing_bucket_or_an_empty_run_is_named(gcs, micro_data_dir):
+  """A bucket that does not exist fails at start-up, before any work, naming it; a
+  gs:// run without checkpoints is named by sample/evaluate's loader."""
+  with pytest.raises(storage.StorageError, match="bucket 'no-such-bucket' does not exist"):
+    loop.train(conftest.micro_config(micro_data_dir), 'gs://no-such-bucket/run')
+  with pytest.raises(inference.NoCheckpointError, match=f'no checkpoints/ in gs://{gcs.bucket}/'
+                     'empty'):
+    inference.load_run(f'gs://{gcs.bucket}/empty')
+  # A run whose first save never finished: its directory exists, no checkpoint in it.
+  (epath.Path(f'gs://{gcs.bucket}/unfinished/checkpoints') / 'readme.txt').write_text('x')
+  with pytest.raises(inference.NoCheckpointError, match='no complete checkpoint in gs://'):
+    inference.checkpoint_steps(f'gs://{gcs.bucket}/unfinished')
