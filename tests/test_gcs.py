@@ -23,7 +23,9 @@ from gigagan_jax import sample
 from gigagan_jax import storage
 from gigagan_jax.train import loop
 
-pytestmark = pytest.mark.gcs
+# In the probe's xdist group: the evaluate test needs the trained probe, and the
+# module's tests share one emulator and one run (conftest's groups are per file).
+pytestmark = [pytest.mark.gcs, pytest.mark.xdist_group('probe')]
 
 
 @pytest.fixture(scope='module')
@@ -39,14 +41,11 @@ def gcs():
   os.environ.update(saved)
 
 
-def test_train_killed_and_resumed_in_gcs_equals_a_local_run_then_evaluate_and_sample(
-    gcs, micro_data_dir, probe_dir, tmp_path):
-  """SIGKILL after checkpoint 3 of a gs:// run, resume to 6: the checkpoint, the
-  logged losses and the data position equal those of an uninterrupted local run
-  bitwise; samples, TensorBoard events (both processes' steps) and metrics.jsonl
-  are in the bucket; evaluate and sample then read the gs:// run and write there."""
-  config = conftest.micro_config(micro_data_dir)
-  local = str(tmp_path / 'local')
+@pytest.fixture(scope='module')
+def gcs_run(gcs, micro_data_dir, tmp_path_factory):
+  """A 6-step run in the bucket, SIGKILLed after checkpoint 3 and resumed, and the
+  same run uninterrupted on local disk: (gs:// workdir, local workdir)."""
+  local = str(tmp_path_factory.mktemp('gcs') / 'local')
   run = f'gs://{gcs.bucket}/micro'
   rc, out = cloud.finish(cloud.start(cloud.train_cmd(local, micro_data_dir)))
   assert rc == 0, out
@@ -56,38 +55,58 @@ def test_train_killed_and_resumed_in_gcs_equals_a_local_run_then_evaluate_and_sa
   assert inference.checkpoint_steps(run) == [3]
   rc, out = cloud.finish(cloud.start(cloud.train_cmd(run, micro_data_dir), env=gcs.env))
   assert rc == 0 and f'resumed from {run}/checkpoints/3' in out, out
+  return run, local
 
+
+def test_killed_and_resumed_in_gcs_equals_an_uninterrupted_local_run(gcs_run, micro_data_dir):
+  """Checkpoint 6, the logged losses and the data position: bitwise."""
+  run, local = gcs_run
+  config = conftest.micro_config(micro_data_dir)
   cloud.assert_trees_equal(cloud.saved_state(config, run, 6), cloud.saved_state(config, local, 6))
   np.testing.assert_array_equal(cloud.logged(run), cloud.logged(local))
   data = lambda wd: (epath.Path(wd) / 'checkpoints/6/data/process_0-of-1.json').read_text()
   assert data(run) == data(local)
-  # Sample grids of step 0 (the killed process) and 6 (the resumed one), as drawn locally.
+
+
+def test_samples_and_tensorboard_events_land_in_the_bucket(gcs_run, tmp_path):
+  """Sample grids of steps 0 (the killed process) and 6 (the resumed one) as drawn
+  locally; TensorBoard holds every logged step across both processes' event files
+  (object stores cannot append: written locally, uploaded whole)."""
+  run, local = gcs_run
   for step in (0, 6):
     name = f'samples/step_{step:07d}.png'
     assert (epath.Path(run) / name).read_bytes() == (epath.Path(local) / name).read_bytes()
-  # TensorBoard: every logged step, across the events files of both processes.
   from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+  files = list(epath.Path(run).glob('events.out.tfevents.*'))
+  assert len(files) == 2, files
   logged_steps = []
-  for events in epath.Path(run).glob('events.out.tfevents.*'):
+  for events in files:
     copy = tmp_path / events.name
     copy.write_bytes(events.read_bytes())
     logged_steps += [e.step for e in EventFileLoader(str(copy)).Load()
                      if any(v.tag == 'd_loss' for v in e.summary.value)]
   assert sorted(logged_steps) == [1, 2, 3, 4, 5, 6]
 
-  # evaluate (its CLI) reads the run from the bucket and writes its outputs there.
+
+def test_evaluate_reads_the_gcs_run_and_writes_its_report_there(gcs, gcs_run, probe_dir):
+  """The evaluate CLI on the gs:// run: metrics.json, report.html, the sample grid and
+  TensorBoard events under gs://.../eval/shapes/."""
+  run, _ = gcs_run
   cmd = [sys.executable, '-m', 'gigagan_jax.evaluate', f'--workdir={run}',
          f'--eval_config.probe_dir={probe_dir}', '--eval_config.num_samples=8',
          '--eval_config.batch_size=8', f'--eval_config.cache_dir={run}/eval_cache']
   rc, out = cloud.finish(cloud.start(cmd, env=gcs.env))
   assert rc == 0, out
-  record = json.loads((epath.Path(run) / 'eval/shapes/metrics.json').read_text())
+  out_dir = epath.Path(run) / 'eval/shapes'
+  record = json.loads((out_dir / 'metrics.json').read_text())
   assert list(record['steps']) == ['6'] and 0 <= record['steps']['6']['attribute_accuracy'] <= 1
-  for name in ('report.html', 'samples_6.png'):
-    assert (epath.Path(run) / 'eval/shapes' / name).exists(), name
-  assert list((epath.Path(run) / 'eval/shapes').glob('events.out.tfevents.*'))
+  assert '<h2>Metrics</h2>' in (out_dir / 'report.html').read_text()
+  assert Image.open(io.BytesIO((out_dir / 'samples_6.png').read_bytes())).size[0] > 0
+  assert list(out_dir.glob('events.out.tfevents.*'))
 
-  # sample (in this process) reads G_ema from the bucket and writes its images there.
+
+def test_sample_reads_g_ema_from_the_bucket_and_writes_there(gcs_run):
+  run, _ = gcs_run
   settings = sample.run(run, prompts=['a red circle'], seeds=[0, 1], batch_size=2,
                         out=f'{run}/samples_cli')
   assert settings['step'] == 6 and settings['workdir'] == run
