@@ -15,6 +15,8 @@ Flags:
                          reads no data and needs no backbone weights
   --verbosity            absl log level; default: warnings only (0 shows Orbax/TFDS INFO logs)
 """
+import sys
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -50,8 +52,12 @@ def main(argv):
     shape = parallel.mesh_shape(_CONFIG.value.mesh, jax.device_count())
     print(plan.format_plan(plan.plan(_CONFIG.value, dict(zip(parallel.MESH_AXES, shape)))))
     return
+  from gigagan_jax.storage import StorageError
   from gigagan_jax.train.loop import train  # after distributed init: it queries devices
-  train(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW.value)
+  try:
+    train(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW.value)
+  except StorageError as e:  # a missing bucket, no write access: the message says it all
+    sys.exit(f'train: error: {e}')
 
 
 if __name__ == '__main__':
