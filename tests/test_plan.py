@@ -25,6 +25,8 @@ def test_state_bytes_shrink_by_the_fsdp_factor():
   assert flat['batch_size'] == config.data.batch_size
 
 
+# The (2,4,1) step of test_train.py's sharded test: compiled once for both.
+@pytest.mark.xdist_group('micro_programs')
 def test_cli_compiles_and_says_whether_it_fits():
   """A real compile on 8 fake devices; 1 MiB cannot hold the step, 16 GiB can.
 

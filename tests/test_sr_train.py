@@ -18,6 +18,8 @@ from gigagan_jax.train.sr_step import make_sr_train_step
 from gigagan_jax.train.step import batch_ndims, jit_train_step
 
 HR = 32  # HR crop side of the tests (LR 8 px at 4x)
+# test_train_step.py's SR tests run small_up_tiny's program: one group compiles it once.
+pytestmark = pytest.mark.xdist_group('sr_programs')
 
 
 def small(config):

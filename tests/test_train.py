@@ -111,8 +111,11 @@ def finish(proc, timeout=600):
 # ------------------------------------------------------------ sharded steps
 
 # This module is the longest of the suite: its independent parts run in their
-# own xdist groups (tests/conftest.py), so the two workers share it.
-@pytest.mark.xdist_group('train_sharded')
+# own xdist groups (tests/conftest.py), so the two workers share it. The steps of
+# t2i_micro on (1,1,1) and (2,4,1), in this process's XLA setup, are also those
+# of test_plan.py's CLI, test_train_step.py and the two-process test's
+# reference: one group, each program compiled once (persistent cache).
+@pytest.mark.xdist_group('micro_programs')
 def test_sharded_steps_match_single_device_and_restore_across_meshes(data_dir, tmp_path):
   """Three steps on (2,4,1) equal three on (1,1,1); the (2,4,1) state, saved and
   restored onto (1,1,1) by the Checkpointer, then trained three more steps there,
@@ -207,7 +210,7 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.xdist_group('train_two_processes')
+@pytest.mark.xdist_group('micro_programs')
 def test_two_processes_launched_by_local_sh_match_one(tmp_path):
   """launch/local.sh for real: 2 gloo CPU processes, one device each, 2 steps, on
   a fresh data_dir (process 0 builds captioned_shapes while the other waits;

@@ -3,10 +3,11 @@ with repeated captions, R1 of the SR step on the HR image only, loss-weight
 schedules read from state['step'].
 
 Each step is compiled once per variant, and the programs are the ones other
-files compile too, so whichever runs second reads them from the session's
-persistent compilation cache: t2i_micro on one device (test_train.py's
-reference); up_tiny shrunk to 32 px crops on a 2-device batch-sharded mesh
-(test_sr_train.py's upsampler).
+files compile too: t2i_micro on one device (test_train.py's reference);
+up_tiny shrunk to 32 px crops on a 2-device batch-sharded mesh
+(test_sr_train.py's upsampler). The tests run in those files' xdist groups,
+after them, and read the programs from the session's persistent compilation
+cache (tests/conftest.py).
 """
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,8 @@ from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step,
 from test_sr_train import HR, small_up_tiny
 
 pytestmark = pytest.mark.slow
+MICRO = pytest.mark.xdist_group('micro_programs')
+SR = pytest.mark.xdist_group('sr_programs')
 
 # Repeats, as captioned_shapes has: neighbours 0/1 and 4/5/6 share captions.
 CAPTIONS = ['a red circle', 'a red circle', 'two blue squares', 'a green star',
@@ -60,6 +63,7 @@ def t2i():
 D_TERMS = ('d_acc', 'real_score', 'fake_score', 'd_match_real', 'd_match_fake', 'match_valid')
 
 
+@MICRO
 def test_r1_variants_differ_only_by_the_r1_term(t2i):
   config, mesh, parts, step = t2i
   batch = parallel.global_batch(_batch(config, CAPTIONS, config.generator.resolution), mesh)
@@ -83,6 +87,7 @@ def test_r1_variants_differ_only_by_the_r1_term(t2i):
   assert 0.5 < entropy['attn_entropy/b8_layer0/self_attn'] <= 1.0
 
 
+@MICRO
 def test_the_host_picks_r1_every_interval(t2i):
   config, _, parts, _ = t2i
   make = lambda cfg: make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, cfg)  # no compile
@@ -94,6 +99,7 @@ def test_the_host_picks_r1_every_interval(t2i):
   assert not make(no_r1).r1_due(0)
 
 
+@MICRO
 def test_matching_in_g_off_keeps_eq8_in_d_only(t2i):
   """The ablation's "matching-aware loss in D only": D still scores both
   mismatched pairs, G's loss has no matching term (traced, not compiled)."""
@@ -111,6 +117,7 @@ def test_matching_in_g_off_keeps_eq8_in_d_only(t2i):
   assert keys[True] - keys[False] == {'g_match'}
 
 
+@MICRO
 def test_identical_captions_mask_the_matching_terms_without_nan(t2i):
   config, mesh, parts, step = t2i
   batch = parallel.global_batch(
@@ -133,6 +140,7 @@ def _linear_d6(weights):
   return d_fn
 
 
+@SR
 def test_sr_r1_is_on_the_hr_image_not_the_lr_channels():
   """For a linear D, grad_hr = sum over levels of the box pyramid's transpose
   applied to the HR channels' weights; the LR channels' weights do not enter."""
@@ -162,6 +170,7 @@ def sr():
   return config, mesh, parts, step, batch
 
 
+@SR
 def test_sr_step_r1_metric_is_the_hr_only_penalty(sr):
   config, mesh, parts, step, batch = sr
   state = parts.init(config)
@@ -188,6 +197,7 @@ def test_sr_step_r1_metric_is_the_hr_only_penalty(sr):
   np.testing.assert_allclose(float(metrics['r1']), float(expected), rtol=1e-4)
 
 
+@SR
 def test_sr_gan_weight_follows_its_schedule_of_the_step(sr):
   config, mesh, parts, step, batch = sr
   frozen = {'backbone': {}, 'lpips': {}}
