@@ -4,7 +4,6 @@ the same step and exit 0 (JAX's preemption sync point), and the run resumes exac
 Two gloo CPU processes of one device each, started as launch/local.sh starts
 them, but directly, so that the test can signal one process and not the other.
 """
-import os
 import signal
 import time
 
