@@ -70,11 +70,12 @@ def pytest_sessionfinish(session, exitstatus):
 # --durations=0 at 46fcc02+), scheduled first: pytest-xdist hands groups out in
 # collection order (pyproject.toml: --no-loadscope-reorder), so the longest go
 # first and the two workers finish together.
-HEAVIEST_FIRST = ('micro_programs',            # ~230: t2i_micro steps, (1,1,1) and (2,4,1)
-                  'sr_programs',               # ~220: the SR steps of up_tiny and baselines
+HEAVIEST_FIRST = ('micro_programs',            # ~280: t2i_micro steps, (1,1,1) and (2,4,1)
+                  'test_preemption',           # ~240: three two-process runs
+                  'probe',                     # ~210: trains the probe; the gs:// runs
+                  'sr_programs',               # ~200: the SR steps of up_tiny and baselines
+                  'test_train',                # ~190: straight / SIGKILL / resume runs
                   'test_train_frozen_losses',  # ~170: CLIP + vision-aided steps
-                  'test_train',                # ~130: straight / SIGKILL / resume runs
-                  'probe',                     # ~130: trains the probe
                   'test_models', 'test_bench', 'train_faults')
 
 

@@ -14,7 +14,8 @@ import conftest
 from gigagan_jax import inference
 from gigagan_jax.train.checkpoint import unfinished_saves
 
-pytestmark = pytest.mark.crash
+# The training CLI's micro step on one device, as test_train.py's subprocess runs: one group.
+pytestmark = [pytest.mark.crash, pytest.mark.xdist_group('test_train')]
 
 
 @pytest.fixture(scope='module')

@@ -12,7 +12,8 @@ from gigagan_jax.data.pipeline import make_dataset
 from gigagan_jax.train import loop
 from gigagan_jax.train.checkpoint import ConfigMismatchError
 
-pytestmark = pytest.mark.crash
+# t2i_micro's single-device step of this process's XLA setup: compiled once in that group.
+pytestmark = [pytest.mark.crash, pytest.mark.xdist_group('micro_programs')]
 
 
 class InterruptAt:

@@ -3,15 +3,25 @@ the same step and exit 0 (JAX's preemption sync point), and the run resumes exac
 
 Two gloo CPU processes of one device each, started as launch/local.sh starts
 them, but directly, so that the test can signal one process and not the other.
+The uninterrupted reference is launch/local.sh itself, and it is also checked
+against one process reading both data shards.
 """
+import json
+import os
 import signal
+import subprocess
+import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 from etils import epath
 
 import cloud
 import conftest
+from gigagan_jax.data.pipeline import make_dataset
+from gigagan_jax.train import loop
 
 pytestmark = pytest.mark.preemption
 
@@ -70,10 +80,19 @@ def preempted(micro_data_dir, tmp_path_factory):
   procs[1].send_signal(signal.SIGTERM)
   second_outs, second = finish_two(procs), checkpoints(run)
 
-  finish_two(start_two(straight, micro_data_dir, f'--config.train.steps={second[-1]}',
-                       '--config.train.ckpt_every=100000'))
+  # The reference, by launch/local.sh, on a fresh data_dir: process 0 builds
+  # captioned_shapes while process 1 waits (two builders of one data_dir used to
+  # collide with FileExistsError); the build is deterministic, so same data.
+  fresh_data = str(root / 'fresh_data')
+  launched = subprocess.run(
+      ['bash', 'launch/local.sh', '--config=configs/t2i_micro.py', f'--workdir={straight}',
+       '--nprocs=2', f'--port={cloud.free_port()}', f'--python={sys.executable}',
+       f'--extra=--config.train.steps={second[-1]} --config.train.ckpt_every=100000 '
+       f'--config.data.data_dir={fresh_data}'],
+      cwd=conftest.REPO, env=dict(os.environ, XLA_FLAGS=conftest.xla_flags(1)),
+      capture_output=True, text=True, timeout=600)
   return dict(run=run, straight=straight, first=first, first_outs=first_outs, second=second,
-              second_outs=second_outs)
+              second_outs=second_outs, launched=launched, fresh_data=fresh_data)
 
 
 def test_sigterm_to_one_process_saves_one_agreed_step_and_both_exit_zero(preempted):
@@ -103,3 +122,56 @@ def test_preempted_twice_and_resumed_equals_an_uninterrupted_run(preempted, micr
     data = lambda wd: (epath.Path(wd) / f'checkpoints/{step}/data/process_{i}-of-2.json'
                        ).read_text()
     assert data(run) == data(straight)
+
+
+class ConcatShards:
+  """What N processes read together, as one iterator: the single-process
+  reference for the multi-process run. Checkpointable like a grain iterator."""
+
+  def __init__(self, iterators):
+    self.iterators = iterators
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    parts = [next(it) for it in self.iterators]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  def get_state(self) -> bytes:
+    return json.dumps([it.get_state() for it in self.iterators]).encode()
+
+  def set_state(self, state: bytes):
+    for it, s in zip(self.iterators, json.loads(state)):
+      it.set_state(s)
+
+  def start_prefetch(self):
+    pass
+
+
+def test_two_processes_launched_by_local_sh_match_one(preempted, tmp_path):
+  """launch/local.sh for real: its two gloo processes' losses and weights equal
+  one process reading both shards."""
+  launched, multi, step = preempted['launched'], preempted['straight'], preempted['second'][-1]
+  log_1 = epath.Path(multi) / 'launch_logs' / 'process_1.log'
+  assert launched.returncode == 0, launched.stdout + launched.stderr + (
+      log_1.read_text() if log_1.exists() else '')
+  assert '# all 2 processes exited 0' in launched.stdout
+  assert "mesh {'data': 2" in launched.stdout and '2 process(es)' in launched.stdout
+
+  config = conftest.micro_config(preempted['fresh_data'])
+  config.train.steps, config.train.ckpt_every = step, 100000
+
+  def both_shards(tokenizer):
+    return ConcatShards([make_dataset(config.data, tokenize=tokenizer, seed=config.seed,
+                                      process_index=i, process_count=2) for i in range(2)])
+
+  single = str(tmp_path / 'one_process')
+  loop.train(config, single, make_iterator=both_shards, devices=jax.devices()[:1])
+  np.testing.assert_allclose(cloud.logged(multi), cloud.logged(single), rtol=1e-4, atol=1e-5)
+  multi_state, single_state = cloud.saved_state(config, multi, step), cloud.saved_state(
+      config, single, step)
+  for key in ('g', 'd', 'ema'):
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(multi_state[key]),
+                            jax.tree.leaves(single_state[key])):
+      np.testing.assert_allclose(x, y, rtol=1e-3, atol=2e-5, err_msg=jax.tree_util.keystr(path))
