@@ -72,9 +72,9 @@ def pytest_sessionfinish(session, exitstatus):
 # first and the two workers finish together.
 HEAVIEST_FIRST = ('micro_programs',            # ~280: t2i_micro steps, (1,1,1) and (2,4,1)
                   'test_preemption',           # ~240: three two-process runs
-                  'probe',                     # ~210: trains the probe; the gs:// runs
+                  'session_runs',              # ~400: the probe, straight_run; SIGKILL,
+                                               #   crash-during-save and gs:// resumes
                   'sr_programs',               # ~200: the SR steps of up_tiny and baselines
-                  'test_train',                # ~190: straight / SIGKILL / resume runs
                   'test_train_frozen_losses',  # ~170: CLIP + vision-aided steps
                   'test_models', 'test_bench', 'train_faults')
 
@@ -91,7 +91,8 @@ def pytest_collection_modifyitems(items):
     marker = item.get_closest_marker('xdist_group')
     if marker:
       return marker.args[0]
-    name = 'probe' if 'probe_dir' in item.fixturenames else item.module.__name__
+    session_runs = {'probe_dir', 'straight_run'} & set(item.fixturenames)
+    name = 'session_runs' if session_runs else item.module.__name__
     item.add_marker(pytest.mark.xdist_group(name))
     return name
   rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
@@ -131,6 +132,23 @@ def micro_data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('micro_data'))
   ensure_dataset(micro_config(path).data)
   return path
+
+
+@pytest.fixture(scope='session')
+def straight_run(micro_data_dir, tmp_path_factory):
+  """Six uninterrupted steps of the training CLI on micro_data_dir, one device,
+  checkpoints at 3 and 6: what the SIGKILL, crash-during-save and gs:// runs
+  must equal after their resume.
+
+  A subprocess like the runs it is compared with: XLA:CPU programs are bitwise
+  reproducible in the same process setup (here: one CPU device), not across
+  setups (the test process has 8 fake devices).
+  """
+  import cloud  # pylint: disable=g-import-not-at-top  (it imports this module)
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  rc, out = cloud.finish(cloud.start(cloud.train_cmd(workdir, micro_data_dir)))
+  assert rc == 0, out
+  return workdir
 
 
 @pytest.fixture(scope='session')

@@ -14,18 +14,16 @@ import conftest
 from gigagan_jax import inference
 from gigagan_jax.train.checkpoint import unfinished_saves
 
-# The training CLI's micro step on one device, as test_train.py's subprocess runs: one group.
-pytestmark = [pytest.mark.crash, pytest.mark.xdist_group('test_train')]
+# With straight_run and the CLI's one-device micro step of the other subprocess runs.
+pytestmark = [pytest.mark.crash, pytest.mark.xdist_group('session_runs')]
 
 
 @pytest.fixture(scope='module')
-def killed_mid_save(micro_data_dir, tmp_path_factory):
-  """An uninterrupted 6-step run, and one killed while checkpoint 6 was being
-  written (checkpoint 3 complete), plus a copy of the latter as it was left."""
+def killed_mid_save(micro_data_dir, straight_run, tmp_path_factory):
+  """The uninterrupted 6-step run (conftest.py), and one killed while checkpoint 6
+  was being written (checkpoint 3 complete), plus a copy of the latter as it was left."""
   root = tmp_path_factory.mktemp('crash')
-  straight, killed = str(root / 'straight'), str(root / 'killed')
-  rc, out = cloud.finish(cloud.start(cloud.train_cmd(straight, micro_data_dir)))
-  assert rc == 0, out
+  straight, killed = straight_run, str(root / 'killed')
   rc, out = cloud.finish(cloud.start(cloud.train_cmd(killed, micro_data_dir),
                                      env={'GIGAGAN_SIGKILL_DURING_SAVE': '6'}))
   assert rc == -signal.SIGKILL, out

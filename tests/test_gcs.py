@@ -25,7 +25,7 @@ from gigagan_jax.train import loop
 
 # In the probe's xdist group: the evaluate test needs the trained probe, and the
 # module's tests share one emulator and one run (conftest's groups are per file).
-pytestmark = [pytest.mark.gcs, pytest.mark.xdist_group('probe')]
+pytestmark = [pytest.mark.gcs, pytest.mark.xdist_group('session_runs')]
 
 
 @pytest.fixture(scope='module')
@@ -42,13 +42,10 @@ def gcs():
 
 
 @pytest.fixture(scope='module')
-def gcs_run(gcs, micro_data_dir, tmp_path_factory):
+def gcs_run(gcs, micro_data_dir, straight_run):
   """A 6-step run in the bucket, SIGKILLed after checkpoint 3 and resumed, and the
-  same run uninterrupted on local disk: (gs:// workdir, local workdir)."""
-  local = str(tmp_path_factory.mktemp('gcs') / 'local')
-  run = f'gs://{gcs.bucket}/micro'
-  rc, out = cloud.finish(cloud.start(cloud.train_cmd(local, micro_data_dir)))
-  assert rc == 0, out
+  same run uninterrupted on local disk (conftest.py): (gs:// workdir, local workdir)."""
+  local, run = straight_run, f'gs://{gcs.bucket}/micro'
   rc, out = cloud.finish(cloud.start(cloud.train_cmd(run, micro_data_dir),
                                      env=dict(gcs.env, GIGAGAN_SIGKILL_AFTER_SAVE='3')))
   assert rc == -signal.SIGKILL, out

@@ -178,19 +178,7 @@ def test_sharded_steps_match_single_device_and_restore_across_meshes(data_dir, t
 
 # ------------------------------------------------------- resume, restore
 
-@pytest.fixture(scope='module')
-def straight_run(data_dir, tmp_path_factory):
-  """Six steps without interruption on one device, checkpoints at 3 and 6.
-
-  A subprocess like the killed and resumed runs: XLA:CPU programs are
-  bitwise reproducible in the same process setup (here: one CPU device), not
-  across setups (the test process has 8 fake devices).
-  """
-  workdir = str(tmp_path_factory.mktemp('straight'))
-  rc, out = finish(cli(workdir, data_dir))
-  assert rc == 0, out
-  return workdir
-
+# straight_run: tests/conftest.py (shared with test_crash.py and test_gcs.py).
 
 def test_sigkill_and_resume_is_bitwise_exact(data_dir, straight_run, tmp_path):
   config = micro_config(data_dir)
