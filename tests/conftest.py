@@ -11,7 +11,8 @@
 - Under pytest-xdist (`-n 2`, as README's test command runs) with
   `--dist loadgroup` (pyproject.toml): each test file runs whole on one
   worker, so its module fixtures are built once; the tests that use the
-  trained probe share one group, so it is trained once.
+  trained probe or the straight micro run share one group, so each is built
+  once; tests that compile the same step share one (pytest_collection_modifyitems).
 """
 import os
 import subprocess
@@ -66,17 +67,17 @@ def pytest_sessionfinish(session, exitstatus):
     session.exitstatus = 1
 
 
-# Groups that cost the most on 2 cores (seconds of worker time, measured with
-# --durations=0 at 46fcc02+), scheduled first: pytest-xdist hands groups out in
-# collection order (pyproject.toml: --no-loadscope-reorder), so the longest go
-# first and the two workers finish together.
-HEAVIEST_FIRST = ('micro_programs',            # ~280: t2i_micro steps, (1,1,1) and (2,4,1)
-                  'test_preemption',           # ~240: three two-process runs
-                  'session_runs',              # ~400: the probe, straight_run; SIGKILL,
+# Groups that cost the most on 2 cores (seconds of worker time, --durations=0
+# of CI in a fresh clone at 257e57b), scheduled first: pytest-xdist hands
+# groups out in collection order (pyproject.toml: --no-loadscope-reorder), so
+# the longest go first and the two workers finish together.
+HEAVIEST_FIRST = ('session_runs',              # 344: the probe, straight_run; SIGKILL,
                                                #   crash-during-save and gs:// resumes
-                  'sr_programs',               # ~200: the SR steps of up_tiny and baselines
-                  'test_train_frozen_losses',  # ~170: CLIP + vision-aided steps
-                  'test_models', 'test_bench', 'train_faults')
+                  'micro_programs',            # 293: t2i_micro steps, (1,1,1) and (2,4,1)
+                  'test_preemption',           # 250: two-process runs
+                  'sr_programs',               # 200: the SR steps of up_tiny and baselines
+                  'test_train_frozen_losses',  # 130: CLIP + vision-aided steps
+                  'train_faults', 'test_models', 'test_bench')
 
 
 # xdist reads the groups into node ids, which works with pytest 8 only
@@ -85,8 +86,9 @@ HEAVIEST_FIRST = ('micro_programs',            # ~280: t2i_micro steps, (1,1,1) 
 def pytest_collection_modifyitems(items):
   """Each test file is one xdist group (one worker builds its module fixtures),
   but for tests marked with a group of their own: tests that compile the same
-  programs share one (the persistent cache then serves the later ones), and a
-  long file splits into independent parts. Heaviest groups first."""
+  programs share one (the persistent cache then serves the later ones), a long
+  file splits into independent parts, and the users of the session's probe and
+  straight run share 'session_runs' (each is built once). Heaviest groups first."""
   def group(item):
     marker = item.get_closest_marker('xdist_group')
     if marker:

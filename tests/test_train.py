@@ -1,24 +1,21 @@
 """The training system on 8 fake CPU devices (tests/conftest.py).
 
-Sharded vs single-device steps, two processes vs one, SIGKILL + resume vs a
-straight run, restore onto another mesh, SIGTERM, non-finite steps, and the
-refusal to resume a different config. Everything uses configs/t2i_micro.py on
+Sharded vs single-device steps, SIGKILL + resume vs a straight run, restore
+onto another mesh, SIGTERM, non-finite steps, and the refusal to resume a
+different config. (Two processes vs one: test_preemption.py.) Everything uses configs/t2i_micro.py on
 a 256-image captioned_shapes build.
 """
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
+import cloud
 import conftest
-from conftest import xla_flags
 from gigagan_jax import parallel
 from gigagan_jax.config_utils import validate
 from gigagan_jax.data.pipeline import make_dataset
@@ -28,7 +25,6 @@ from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.checkpoint import Checkpointer, ConfigMismatchError
 from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 
 
@@ -56,16 +52,6 @@ def mesh_parts(config, mesh_shape):
   return mesh, tokenizer, state_lib.build(config, mesh, tokenizer.vocab_size, 0)
 
 
-def saved_state(config, workdir, step):
-  """Checkpoint `step` of `workdir` as host numpy arrays."""
-  _, _, parts = mesh_parts(config, (1, 1, 1))
-  ckpt = Checkpointer(workdir, config.train)
-  try:
-    return jax.device_get(ckpt.restore(step, parts.abstract))
-  finally:
-    ckpt.close()
-
-
 def assert_trees_close(a, b, rtol, atol, outlier_atol=None):
   """outlier_atol: up to 0.1% of a leaf's elements may be off by this much instead.
   Adam (beta1 0) moves a weight whose gradient is float32 rounding noise (one
@@ -78,33 +64,9 @@ def assert_trees_close(a, b, rtol, atol, outlier_atol=None):
     np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
 
 
-def assert_trees_equal(a, b):
-  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
-
-
-LOGGED = ('step', 'd_loss', 'g_loss', 'r1', 'skipped')
-
-
-def logged(workdir) -> np.ndarray:
-  """metrics.jsonl as rows of LOGGED."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return np.array([[m[k] for k in LOGGED] for m in map(json.loads, f)])
-
-
-def cli(workdir, data_dir, *flags, devices=1, extra_env=None, **popen):
-  """Starts `python -m gigagan_jax.train` on the micro config in a subprocess."""
-  env = dict(os.environ, JAX_PLATFORMS='cpu', **(extra_env or {}))
-  env['XLA_FLAGS'] = xla_flags(devices)
-  cmd = [sys.executable, '-m', 'gigagan_jax.train', '--config=configs/t2i_micro.py',
-         f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', *flags]
-  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, **popen)
-
-
-def finish(proc, timeout=600):
-  out, _ = proc.communicate(timeout=timeout)
-  return proc.returncode, out
+def cli(workdir, data_dir, *flags, extra_env=None):
+  """`python -m gigagan_jax.train` on the micro config in a subprocess, one device."""
+  return cloud.start(cloud.train_cmd(workdir, data_dir, *flags), env=extra_env)
 
 
 # ------------------------------------------------------------ sharded steps
@@ -112,8 +74,8 @@ def finish(proc, timeout=600):
 # This module is the longest of the suite: its independent parts run in their
 # own xdist groups (tests/conftest.py), so the two workers share it. The steps of
 # t2i_micro on (1,1,1) and (2,4,1), in this process's XLA setup, are also those
-# of test_plan.py's CLI, test_train_step.py and the two-process test's
-# reference: one group, each program compiled once (persistent cache).
+# of test_plan.py's CLI, test_train_step.py and test_exits.py: one group, each
+# program compiled once (persistent cache).
 @pytest.mark.xdist_group('micro_programs')
 def test_sharded_steps_match_single_device_and_restore_across_meshes(data_dir, tmp_path):
   """Three steps on (2,4,1) equal three on (1,1,1); the (2,4,1) state, saved and
@@ -183,16 +145,16 @@ def test_sharded_steps_match_single_device_and_restore_across_meshes(data_dir, t
 def test_sigkill_and_resume_is_bitwise_exact(data_dir, straight_run, tmp_path):
   config = micro_config(data_dir)
   workdir = str(tmp_path / 'killed')
-  rc, out = finish(cli(workdir, data_dir, extra_env={'GIGAGAN_SIGKILL_AFTER_SAVE': '3'}))
+  rc, out = cloud.finish(cli(workdir, data_dir, extra_env={'GIGAGAN_SIGKILL_AFTER_SAVE': '3'}))
   assert rc == -signal.SIGKILL, out
   assert Checkpointer(workdir, config.train).all_steps() == [3]
 
-  rc, out = finish(cli(workdir, data_dir))
+  rc, out = cloud.finish(cli(workdir, data_dir))
   assert rc == 0 and 'resumed from' in out, out
-  resumed, straight = saved_state(config, workdir, 6), saved_state(config, straight_run, 6)
-  assert_trees_equal(resumed, straight)
+  resumed, straight = cloud.saved_state(config, workdir, 6), cloud.saved_state(config, straight_run, 6)
+  cloud.assert_trees_equal(resumed, straight)
   # Same data order: identical losses at every step and the same iterator position.
-  np.testing.assert_array_equal(logged(workdir), logged(straight_run))
+  np.testing.assert_array_equal(cloud.logged(workdir), cloud.logged(straight_run))
   data_state = lambda wd: open(os.path.join(wd, 'checkpoints/6/data/process_0-of-1.json')).read()
   assert data_state(workdir) == data_state(straight_run)
 
@@ -227,7 +189,7 @@ def test_sigterm_saves_and_exits_zero(data_dir, tmp_path):
     assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
     time.sleep(0.2)
   proc.send_signal(signal.SIGTERM)
-  rc, out = finish(proc)
+  rc, out = cloud.finish(proc)
   assert rc == 0, out
   steps = Checkpointer(workdir, micro_config(data_dir).train).all_steps()
   assert len(steps) == 1 and steps[0] >= 2
@@ -243,12 +205,12 @@ def test_non_finite_steps_are_skipped_then_restored(data_dir, tmp_path, capsys):
   out = capsys.readouterr().out
   assert 'no checkpoint in the middle of non-finite steps' in out  # step 6
   assert 'restored checkpoint 3 and continue from step 3' in out
-  log = logged(workdir)
-  step, skipped, d_loss = log[:, 0], log[:, LOGGED.index('skipped')], log[:, 1]
+  log = cloud.logged(workdir)
+  step, skipped, d_loss = log[:, 0], log[:, cloud.LOGGED.index('skipped')], log[:, 1]
   assert step.tolist() == [1, 2, 3, 4, 5, 6, 4, 5, 6, 7, 8]
   assert skipped.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
   assert np.all(np.isfinite(d_loss[skipped == 0])) and np.all(np.isnan(d_loss[skipped == 1]))
-  final = saved_state(micro_config(data_dir, overrides), workdir, 8)
+  final = cloud.saved_state(micro_config(data_dir, overrides), workdir, 8)
   assert int(final['total_skips']) == 3
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(final['g']))
 
