@@ -62,8 +62,9 @@ def checkpoints(workdir) -> list[int]:
 @pytest.fixture(scope='module')
 def preempted(micro_data_dir, tmp_path_factory):
   """Two processes, SIGTERM to process 1 only; resumed, SIGTERM to process 0 and
-  half a second later to process 1; an uninterrupted two-process run to the step
-  of the second save. Returns what each phase left and printed."""
+  half a second later to process 1; an uninterrupted two-process run, started by
+  launch/local.sh, to the step of the second save. Returns what each phase left
+  and printed."""
   root = tmp_path_factory.mktemp('preemption')
   run, straight = str(root / 'preempted'), str(root / 'straight')
   endless = ('--config.train.steps=100000', '--config.train.ckpt_every=100000')
