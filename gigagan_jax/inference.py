@@ -6,6 +6,8 @@ about 5x G_ema's bytes for the paper model); inference restores the `ema`
 subtree alone, an Orbax partial restore, so the other arrays are never read.
 Runs may live on local disk or in object storage (gs://).
 """
+import contextlib
+
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -37,13 +39,8 @@ def _manager(workdir) -> ocp.CheckpointManager:
                      'config': ocp.JsonCheckpointHandler()})
 
 
-def checkpoint_steps(workdir) -> list[int]:
-  """Steps of the run's complete checkpoints, ascending; NoCheckpointError when there are none."""
-  manager = _manager(workdir)
-  try:
-    steps = sorted(manager.all_steps())
-  finally:
-    manager.close()
+def _steps(manager, workdir) -> list[int]:
+  steps = sorted(manager.all_steps())
   if not steps:
     raise NoCheckpointError(
         f'no complete checkpoint in {storage.run_path(workdir) / "checkpoints"}; train first '
@@ -51,21 +48,29 @@ def checkpoint_steps(workdir) -> list[int]:
   return steps
 
 
-def run_config(workdir, step: int | None = None):
-  """(validated config, step) of checkpoint `step` (default: latest), for one device."""
-  steps = checkpoint_steps(workdir)
+def _restore_config(manager, workdir, step: int | None):
+  """(validated config, step) of checkpoint `step` (default: latest) through `manager`."""
+  steps = _steps(manager, workdir)
   step = steps[-1] if step is None else step
   if step not in steps:
     raise NoCheckpointError(f'no checkpoint {step} in {storage.run_path(workdir)}/checkpoints; '
                             f'there are {steps}')
-  manager = _manager(workdir)
-  try:
-    saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-  finally:
-    manager.close()
+  saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
   config = ml_collections.ConfigDict(saved['config'])
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
   return validate(config), step
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  """Steps of the run's complete checkpoints, ascending; NoCheckpointError when there are none."""
+  with contextlib.closing(_manager(workdir)) as manager:
+    return _steps(manager, workdir)
+
+
+def run_config(workdir, step: int | None = None):
+  """(validated config, step) of checkpoint `step` (default: latest), for one device."""
+  with contextlib.closing(_manager(workdir)) as manager:
+    return _restore_config(manager, workdir, step)
 
 
 def abstract_ema(config, mesh):
@@ -82,14 +87,11 @@ def load_run(workdir, step: int | None = None):
   Reads the config and the `ema` arrays of the checkpoint; G, D and both
   optimiser states stay unread.
   """
-  config, step = run_config(workdir, step)
-  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
-  target = {'ema': abstract_ema(config, mesh)}
-  restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
-  manager = _manager(workdir)
-  try:
+  with contextlib.closing(_manager(workdir)) as manager:  # one listing of the run
+    config, step = _restore_config(manager, workdir, step)
+    mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+    target = {'ema': abstract_ema(config, mesh)}
+    restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=restore_args, partial_restore=True)))
-  finally:
-    manager.close()
   return config, step, restored['state']['ema']
