@@ -166,7 +166,9 @@ def get_base_config():
   t.sample_prompts = ('a red circle', 'two blue squares', 'a green star on a white background',
                       'three yellow triangles')   # one grid row each
   t.num_sample_seeds = 4
-  # Fault injection for tests and drills: NaN D loss at these steps, as
-  # transient faults (the first len(inject_nan_steps) skips of a run).
+  # Fault injection for tests and drills: one NaN element in D's (G's)
+  # gradients at these steps, as transient faults (until the run has counted
+  # as many skips as both lists hold).
   t.inject_nan_steps = ()
+  t.inject_nan_g_steps = ()
   return c

@@ -11,7 +11,9 @@ import signal
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import cloud
@@ -23,7 +25,7 @@ from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import loop
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.checkpoint import Checkpointer, ConfigMismatchError
-from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
+from gigagan_jax.train.step import BATCH_NDIMS, all_finite, jit_train_step, make_train_step
 
 pytestmark = pytest.mark.slow
 
@@ -196,25 +198,69 @@ def test_sigterm_saves_and_exits_zero(data_dir, tmp_path):
   assert f'preempted (SIGTERM): saved checkpoint {steps[0]}' in out
 
 
+# One NaN element in G's gradients at step 2 and in D's at steps 4-6
+# (config.train.inject_nan_g_steps / inject_nan_steps); three skips in a row
+# restore checkpoint 3. Both tests compile this config's step once.
+NAN_DRILL = {'train.inject_nan_g_steps': (2,), 'train.inject_nan_steps': (4, 5, 6),
+             'train.max_consecutive_skips': 3, 'train.steps': 8}
+
+
 @pytest.mark.xdist_group('train_faults')
 def test_non_finite_steps_are_skipped_then_restored(data_dir, tmp_path, capsys):
-  overrides = {'train.inject_nan_steps': (4, 5, 6), 'train.max_consecutive_skips': 3,
-               'train.steps': 8}
   workdir = str(tmp_path / 'nan')
-  loop.train(micro_config(data_dir, overrides), workdir, devices=single_device())
+  loop.train(micro_config(data_dir, NAN_DRILL), workdir, devices=single_device())
   out = capsys.readouterr().out
   assert 'no checkpoint in the middle of non-finite steps' in out  # step 6
   assert 'restored checkpoint 3 and continue from step 3' in out
   log = cloud.logged(workdir)
-  step, skipped, d_loss = log[:, 0], log[:, cloud.LOGGED.index('skipped')], log[:, 1]
+  step, skipped = log[:, 0], log[:, cloud.LOGGED.index('skipped')]
   assert step.tolist() == [1, 2, 3, 4, 5, 6, 4, 5, 6, 7, 8]
-  assert skipped.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
-  assert np.all(np.isfinite(d_loss[skipped == 0])) and np.all(np.isnan(d_loss[skipped == 1]))
-  final = cloud.saved_state(micro_config(data_dir, overrides), workdir, 8)
-  assert int(final['total_skips']) == 3
+  assert skipped.tolist() == [0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+  final = cloud.saved_state(micro_config(data_dir, NAN_DRILL), workdir, 8)
+  assert int(final['total_skips']) == 4
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(final['g']))
 
   # Without a checkpoint to go back to, the run stops with a clear error.
-  no_ckpt = micro_config(data_dir, dict(overrides, **{'train.ckpt_every': 100}))
+  no_ckpt = micro_config(data_dir, dict(NAN_DRILL, **{'train.ckpt_every': 100}))
   with pytest.raises(loop.NonFiniteError, match='3 consecutive non-finite steps .* no checkpoint'):
     loop.train(no_ckpt, str(tmp_path / 'nan_no_ckpt'), devices=single_device())
+
+
+@pytest.mark.xdist_group('train_faults')
+def test_a_nan_in_g_or_d_gradients_leaves_the_state_bitwise_unchanged(data_dir):
+  """The step itself, not the loop's rollback: a skipped step changes no weight,
+  EMA or optimiser state and counts the skip; the finite steps around it do
+  change them (so the comparison could fail)."""
+  config = micro_config(data_dir, NAN_DRILL)
+  mesh, tokenizer, parts = mesh_parts(config, (1, 1, 1))
+  step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config),
+                        parts.shardings, mesh)
+  data = make_dataset(config.data, tokenize=tokenizer, seed=0, process_index=0, process_count=1)
+  trained = ('g', 'd', 'ema', 'g_opt', 'd_opt')
+  state = parts.init(config)
+  for n in range(1, 5):  # G's fault at step 2, D's at step 4
+    before = jax.device_get(state)  # the step donates its input
+    batch = parallel.global_batch({k: v for k, v in next(data).items() if k in BATCH_NDIMS}, mesh)
+    state, metrics = step(state, batch, {})
+    after = jax.device_get(state)
+    changed = {k: [not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(before[k]),
+                                                             jax.tree.leaves(after[k]))]
+               for k in trained}
+    if n in (2, 4):
+      assert bool(metrics['skipped']) and int(after['skips']) == 1, n
+      assert int(after['total_skips']) == n // 2, n
+      assert not any(any(c) for c in changed.values()), (n, changed)
+      norm = 'g_grad_norm' if n == 2 else 'd_grad_norm'
+      assert np.isnan(metrics[norm]) and np.isfinite(metrics['d_loss']), (n, metrics)
+    else:
+      assert not bool(metrics['skipped']) and int(after['skips']) == 0, n
+      assert all(any(c) for c in changed.values()), (n, changed)
+    assert int(after['step']) == n
+
+
+def test_the_finite_check_keeps_finite_gradients_whose_squares_overflow():
+  big = {'w': jnp.full((4, 4), 3e19, jnp.float32), 'b': jnp.ones(3, jnp.float32)}
+  assert float(optax.tree.norm(big)) == np.inf  # a sum of squares would call it non-finite
+  assert bool(all_finite(big, jnp.float32(1.0)))
+  for bad in (np.nan, np.inf, -np.inf):
+    assert not bool(all_finite(big, {'x': jnp.array([0.0, bad, 1.0])})), bad

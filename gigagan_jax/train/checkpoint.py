@@ -47,7 +47,8 @@ def diff_configs(saved: dict, current: dict, prefix: str = '',
 # often to log/save, fault injection, the mesh it runs on) without making it
 # another experiment.
 RESUMABLE_FIELDS = ('mesh.', 'train.steps', 'train.log_every', 'train.sample_every', 'train.ckpt_every',
-                    'train.keep_last', 'train.keep_every', 'train.inject_nan_steps')
+                    'train.keep_last', 'train.keep_every', 'train.inject_nan_steps',
+                    'train.inject_nan_g_steps')
 
 
 def with_added_defaults(saved: dict) -> dict:

@@ -41,7 +41,7 @@ import optax
 from gigagan_jax import losses
 from gigagan_jax.frozen.lpips import lpips_loss
 from gigagan_jax.train import frozen_losses
-from gigagan_jax.train.step import (_all_finite, _apply_updates, box_pyramid, ema_beta,
+from gigagan_jax.train.step import (all_finite, _apply_updates, box_pyramid, ema_beta,
                                     mismatched_text, r1_due, r1_weight, text_features)
 
 
@@ -143,7 +143,7 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
         frozen, batch, step)
     g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'])
 
-    finite = _all_finite(d_metrics.get('d_loss', 0.0), g_loss, d_grads, g_grads)
+    finite = all_finite(d_metrics.get('d_loss', 0.0), g_loss, d_grads, g_grads)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     beta = ema_beta(config.train, b, step)
     ema = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, state['ema'], g_params)

@@ -84,10 +84,24 @@ def text_features(backbone, batch, backbone_params) -> dict:
   return text
 
 
-def _all_finite(*trees) -> jax.Array:
-  # A sum of squares is non-finite iff some element is. (A per-leaf
-  # isfinite/all reduction compiles ~50x slower on XLA:CPU for big trees.)
-  return jnp.isfinite(optax.tree.norm(trees))
+def all_finite(*trees) -> jax.Array:
+  """True iff every element of `trees` is finite.
+
+  x * 0 is 0 for finite x and NaN for inf or NaN, so the sum is 0 or NaN. A
+  sum of squares would also overflow to inf on finite gradients above ~1e19,
+  and a per-leaf isfinite/all reduction compiles ~50x slower on XLA:CPU for
+  big trees.
+  """
+  return jnp.isfinite(sum(jnp.sum(x * 0) for x in jax.tree.leaves(trees)))
+
+
+def _inject_nan(grads, fault: jax.Array):
+  """`grads` with one NaN element (the first of the last leaf) where `fault`:
+  the smallest fault the non-finite guard must still catch."""
+  leaves, treedef = jax.tree.flatten(grads)
+  first = (0,) * leaves[-1].ndim
+  leaves[-1] = leaves[-1].at[first].set(jnp.where(fault, jnp.nan, leaves[-1][first]))
+  return jax.tree.unflatten(treedef, leaves)
 
 
 def _apply_updates(tx, grads, opt_state, params):
@@ -123,7 +137,8 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   loss_cfg, levels = config.loss, config.generator.pyramid_levels
   kind = loss_cfg.gan
   z_dim = config.generator.z_dim
-  inject_nan = tuple(config.train.get('inject_nan_steps', ()))
+  inject_d = tuple(config.train.get('inject_nan_steps', ()))
+  inject_g = tuple(config.train.get('inject_nan_g_steps', ()))
   matching = loss_cfg.matching_aware
   matching_in_g = matching and loss_cfg.get('matching_in_g', True)
   use_clip, use_va = frozen_losses.clip_on(loss_cfg), frozen_losses.va_on(loss_cfg)
@@ -207,18 +222,22 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     text = text_features(backbone, batch, frozen.get('backbone'))
     wrong, valid = mismatched_text(text, k_wrong)
 
+    def injected_fault(steps):
+      # Fault drill (config.train.inject_nan_steps / inject_nan_g_steps): transient
+      # faults, injected until that many skips have been counted in the run
+      # (total_skips survives a restore, so a replay is clean). Steps are
+      # numbered as logged: the first step is step 1.
+      return (jnp.isin(step + 1, jnp.array(steps)) &
+              (state['total_skips'] < len(inject_d) + len(inject_g)))
+
     # ---- D update
     fake = jax.lax.stop_gradient(
         generate(state['g'], jax.random.normal(k_dz, (batch_size, z_dim)), text))
     (d_loss, d_metrics), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         state['d'], fake, real, text, wrong, valid, bool(do_r1) and loss_cfg.r1_gamma > 0, k_gp,
         frozen, step)
-    if inject_nan:  # fault injection for tests and drills (config.train.inject_nan_steps):
-      # transient faults, so only until that many skips have been counted
-      # (total_skips survives a restore, the faults do not come back).
-      # Steps are numbered as logged: the first step is step 1.
-      fault = jnp.isin(step + 1, jnp.array(inject_nan)) & (state['total_skips'] < len(inject_nan))
-      d_loss = jnp.where(fault, jnp.nan, d_loss)
+    if inject_d:
+      d_grads = _inject_nan(d_grads, injected_fault(inject_d))
     d_params, d_opt = _apply_updates(d_tx, d_grads, state['d_opt'], state['d'])
 
     # ---- G update against the updated D
@@ -226,9 +245,11 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
         state['g'], d_params, jax.random.normal(k_gz, (batch_size, z_dim)), text, wrong, valid,
         frozen, batch, step)
     g_metrics['g_loss'] = g_loss
+    if inject_g:
+      g_grads = _inject_nan(g_grads, injected_fault(inject_g))
     g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'])
 
-    finite = _all_finite(d_loss, g_loss, d_grads, g_grads)
+    finite = all_finite(d_loss, g_loss, d_grads, g_grads)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     beta = ema_beta(config.train, batch_size, step)
     ema = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, state['ema'], g_params)
