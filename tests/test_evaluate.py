@@ -103,3 +103,52 @@ def test_bad_eval_config_names_the_field(overrides, field):
   run_config = validate(load_config(os.path.join(REPO, 'configs/t2i_micro.py')))
   with pytest.raises(ValueError, match=field):
     check_eval_config(eval_config('unused', **overrides), run_config)
+
+
+def test_fid_reference_is_the_stored_images_at_eval_size_and_cached_by_what_changes_it(
+    run_dir, tmp_path, monkeypatch):
+  """KID of the 32 px micro run, at 64 px, against captioned_shapes stored at
+  64 px, with a random-weight FID Inception. (FID shares the reference
+  statistics; on 16 images of 2048 features its covariances are too singular
+  for the matrix square root, as in pytorch-fid.) The real images go to 64 px
+  straight from their stored size (not through the generator's 32 px); the
+  statistics are cached, reused while nothing changed, and kept apart from
+  those of other data (here the run's own 32 px build)."""
+  from gigagan_jax.data import captioned_shapes
+  from gigagan_jax.evaluate import preprocess
+  from test_eval_inception import _random_fid_network
+  net, _ = _random_fid_network()
+  weights = str(tmp_path / 'fid_inception.npz')
+  np.savez(weights, **{k: v.numpy() for k, v in net.state_dict().items()})
+  data64 = captioned_shapes.builder(64, 256, str(tmp_path / 'data64'))
+  data64.download_and_prepare()
+  ev = eval_config('unused', metrics=('kid',), inception_path=weights, num_samples=16,
+                   num_real=16, batch_size=16, resolution=64, dataset=str(data64.data_dir),
+                   cache_dir=str(tmp_path / 'cache'), kid_subsets=4, kid_subset_size=8)
+  evaluator = Evaluator(run_dir, ev, log=lambda *_: None)
+  reference = evaluator.reference['inception']
+
+  stored = [np.asarray(x['image']) for x in data64.as_data_source('test').__getitems__(range(16))]
+  assert stored[0].shape == (64, 64, 3)
+  straight = evaluator._inception_stats([stored], 16)
+  through_g = evaluator._inception_stats(
+      [[preprocess.crop_resize(x, 32) for x in stored]], 16)  # the old protocol: 64 -> 32 -> 64
+  gap = lambda a, b: np.abs(a.mean - b.mean).max()
+  assert gap(reference, straight) < 1e-5 < 1e-3 * gap(reference, through_g), (
+      gap(reference, straight), gap(reference, through_g))
+
+  metrics, _ = evaluator.evaluate(5)
+  assert np.isfinite(metrics['kid']) and metrics['kid'] > 0, metrics
+  cached = os.listdir(ev.cache_dir)
+  assert len(cached) == 1 and cached[0].startswith('captioned_shapes_test_16_64px')
+
+  # Nothing changed: the file is read, the statistics are not computed again.
+  monkeypatch.setattr(Evaluator, '_inception_stats', lambda *_: pytest.fail('recomputed'))
+  again = Evaluator(run_dir, ev, log=lambda *_: None).reference['inception']
+  np.testing.assert_array_equal(again.mean, reference.mean)
+  monkeypatch.undo()
+  # Other data (the run's own build, stored at 32 px): other statistics, another file.
+  ev.dataset = ''
+  own = Evaluator(run_dir, ev, log=lambda *_: None).reference['inception']
+  assert len(os.listdir(ev.cache_dir)) == 2
+  assert gap(own, reference) > 1e-2, gap(own, reference)

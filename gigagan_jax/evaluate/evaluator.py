@@ -8,10 +8,13 @@ once per run (and cached to npz for FID).
   attribute_accuracy  probe predictions vs what each prompt names (probe.py)
   probe_fd            Frechet distance on probe features, generated vs real
   fid, kid            Inception-v3 pool features, the authors' protocol:
-                      centre crop + PIL Lanczos resize to eval.resolution,
-                      then clean-fid's bicubic resize to 299
+                      centre crop + PIL Lanczos resize to eval.resolution
+                      (real images straight from their stored size), then
+                      clean-fid's bicubic resize to 299
   clip_score          CLIP cosine of image and "A photo depicts " + caption
 """
+import hashlib
+import json
 import os
 import sys
 import time
@@ -65,20 +68,53 @@ def _caption(record, key: str) -> str:
   return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
-def real_examples(run_config, ev) -> tuple[np.ndarray, list[str]]:
-  """The held-out split: (uint8 images [N, R, R, 3] at the run's resolution, N captions)."""
+def held_out(run_config, ev) -> tuple:
+  """(TFDS builder, data source of ev.split, number of examples used, image key,
+  caption key) of the evaluation data: `ev.dataset` or the run's, read from the
+  run's data_dir."""
   data_cfg = ml_collections.ConfigDict(run_config.data.to_dict())
   data_cfg.split = ev.split
   data_cfg.builder = ev.dataset or data_cfg.builder
   image_key = ev.image_key or data_cfg.get('image_key', 'image')
   caption_key = ev.caption_key or data_cfg.get('caption_key', 'caption')
   data_cfg.image_key, data_cfg.caption_key = image_key, caption_key.split('/')[0]
-  source = pipeline.ensure_dataset(data_cfg).as_data_source(ev.split)
-  n = min(len(source), ev.num_real or len(source))
-  records = source.__getitems__(range(n))
+  builder = pipeline.ensure_dataset(data_cfg)
+  source = builder.as_data_source(ev.split)
+  return builder, source, min(len(source), ev.num_real or len(source)), image_key, caption_key
+
+
+def real_batches(run_config, ev):
+  """Yields (uint8 images as stored, of any size, captions), ev.batch_size at a
+  time: the held-out split read once, without holding all of it in memory."""
+  _, source, n, image_key, caption_key = held_out(run_config, ev)
+  for i in range(0, n, ev.batch_size):
+    records = source.__getitems__(range(i, min(i + ev.batch_size, n)))
+    yield [np.asarray(x[image_key]) for x in records], [_caption(x, caption_key) for x in records]
+
+
+def real_examples(run_config, ev) -> tuple[np.ndarray, list[str]]:
+  """The held-out split: (uint8 images [N, R, R, 3] at the generator's resolution
+  R, as the probe compares them with generated images; N captions)."""
   r = run_config.generator.resolution
-  images = np.stack([pipeline.center_crop_resize(np.asarray(x[image_key]), r) for x in records])
-  return images, [_caption(x, caption_key) for x in records]
+  images, captions = [], []
+  for batch, batch_captions in real_batches(run_config, ev):
+    images += [pipeline.center_crop_resize(x, r) for x in batch]
+    captions += batch_captions
+  return np.stack(images), captions
+
+
+def reference_name(run_config, ev, resolution: int) -> str:
+  """The cache name of the real images' Inception statistics: readable, plus a
+  hash of everything that changes them (the prepared data version, split,
+  count, image feature, evaluation side, preprocessing, Inception weights).
+  The generator's resolution is not among them: real images go from the
+  dataset's resolution straight to `resolution`."""
+  builder, _, n, image_key, _ = held_out(run_config, ev)
+  pins = [str(builder.data_dir), ev.split, n, image_key, resolution, preprocess.PROTOCOL,
+          os.path.abspath(ev.inception_path)]
+  digest = hashlib.sha256(json.dumps(pins).encode()).hexdigest()[:12]
+  return (f'{builder.name}_{ev.split}_{n}_{resolution}px_lanczos_clean299_'
+          f'inception-2015-12-05_{digest}')
 
 
 def load_probe(ev, mesh) -> probe_lib.Probe:
@@ -118,10 +154,11 @@ class Evaluator:
     if set(ev.metrics) & {'fid', 'kid'}:
       self.inception = jax.device_put(inception.load_fid_inception(ev.inception_path),
                                       parallel.replicated(self.mesh))
-      name = (f'{ev.dataset or self.run_config.data.builder}_{ev.split}_{len(self.real_images)}_'
-              f'{self.resolution}px_lanczos_clean299_inception-2015-12-05')
       self.reference['inception'] = fid_lib.cached_stats(
-          ev.cache_dir, name, lambda: self._inception_stats(self.real_images),
+          ev.cache_dir, reference_name(self.run_config, ev, self.resolution),
+          lambda: self._inception_stats(
+              (images for images, _ in real_batches(self.run_config, ev)),
+              len(self.real_images)),
           protocol=self.protocol())
     if 'clip_score' in ev.metrics:
       from gigagan_jax.frozen import clip_model
@@ -137,21 +174,23 @@ class Evaluator:
             'num_generated': len(self.prompts), 'num_real': len(self.real_images),
             'psi': ev.psi, 'seeds': f'{ev.seed}..{ev.seed + len(self.seeds) - 1}',
             'resolution': self.resolution,
-            'resize': 'centre crop to the short side + PIL Lanczos to resolution (real and '
-                      'generated); clean-fid bicubic float resize to 299 for Inception',
+            'resize': 'centre crop to the short side + PIL Lanczos to resolution (real images '
+                      'from their stored size, generated from the generator\'s); clean-fid '
+                      'bicubic float resize to 299 for Inception',
             'clip_prefix': ev.clip_prefix,
             'probe': probe_lib.meta(ev.probe_dir) if self.probe is not None else None}
 
-  def _inception_stats(self, images: np.ndarray) -> fid_lib.FeatureStats:
-    """Inception pool features of uint8 images, preprocessed on the host batch by batch
-    (a whole set at 299 px would not fit in memory) and split over the mesh."""
+  def _inception_stats(self, batches, count: int) -> fid_lib.FeatureStats:
+    """Inception pool features of `count` uint8 images, given in batches (lists of
+    images of any sizes), preprocessed on the host batch by batch (a whole set at
+    299 px would not fit in memory) and split over the mesh. All features are kept
+    (KID)."""
     features = jax.jit(lambda x: inception.pool_features(self.inception, x, resize=False,
                                                          input_norm='clean_fid'))
-    stats = fid_lib.FeatureStats(max_keep=len(images))
-    b = self.ev.batch_size
-    for i in range(0, len(images), b):
-      batch = preprocess.clean_resize(preprocess.eval_preprocess(images[i:i + b], self.resolution))
-      stats.update(parallel.map_batches(features, (batch,), b, self.mesh))
+    stats = fid_lib.FeatureStats(max_keep=count)
+    for images in batches:
+      batch = preprocess.clean_resize(preprocess.eval_preprocess(images, self.resolution))
+      stats.update(parallel.map_batches(features, (batch,), self.ev.batch_size, self.mesh))
     return stats
 
   def generate(self, params) -> np.ndarray:
@@ -174,7 +213,9 @@ class Evaluator:
         out['probe_fd'] = fid_lib.FeatureStats().update(feats).frechet_distance(
             self.reference['probe'])
     if self.inception is not None:
-      gen = self._inception_stats(images)
+      b = ev.batch_size
+      gen = self._inception_stats((images[i:i + b] for i in range(0, len(images), b)),
+                                  len(images))
       ref = self.reference['inception']
       if 'fid' in ev.metrics:
         out['fid'] = gen.frechet_distance(ref)
