@@ -8,6 +8,7 @@ a 256-image captioned_shapes build.
 import os
 import shutil
 import signal
+import threading
 import time
 
 import jax
@@ -18,6 +19,7 @@ import pytest
 
 import cloud
 import conftest
+import test_exits
 from gigagan_jax import parallel
 from gigagan_jax.config_utils import validate
 from gigagan_jax.data.pipeline import make_dataset
@@ -220,10 +222,13 @@ def test_non_finite_steps_are_skipped_then_restored(data_dir, tmp_path, capsys):
   assert int(final['total_skips']) == 4
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(final['g']))
 
-  # Without a checkpoint to go back to, the run stops with a clear error.
+  # Without a checkpoint to go back to, the run stops with a clear error, and
+  # leaves no thread running (test_exits.py: the other ways out).
   no_ckpt = micro_config(data_dir, dict(NAN_DRILL, **{'train.ckpt_every': 100}))
+  before = set(threading.enumerate())
   with pytest.raises(loop.NonFiniteError, match='3 consecutive non-finite steps .* no checkpoint'):
     loop.train(no_ckpt, str(tmp_path / 'nan_no_ckpt'), devices=single_device())
+  assert test_exits.new_threads(before) == []
 
 
 @pytest.mark.xdist_group('train_faults')

@@ -176,6 +176,8 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   # Every way out of here (the end, preemption, ConfigMismatchError,
   # NonFiniteError, Ctrl-C) closes what it opened: last in, first closed.
   with contextlib.ExitStack() as cleanup:
+    if hasattr(data_iter, 'close'):  # grain's reader threads and worker processes
+      cleanup.callback(data_iter.close)
     ckpt = Checkpointer(workdir, tcfg)
     cleanup.callback(ckpt.close)  # waits for a save in flight
     if ckpt.unfinished:
