@@ -113,11 +113,17 @@ def test_sample_reads_g_ema_from_the_bucket_and_writes_there(gcs_run):
   assert first.size == (32, 32)
 
 
-def test_a_missing_bucket_or_an_empty_run_is_named(gcs, micro_data_dir):
-  """A bucket that does not exist fails at start-up, before any work, naming it; a
-  gs:// run without checkpoints is named by sample/evaluate's loader."""
+def test_a_missing_bucket_or_an_empty_run_is_named(gcs, micro_data_dir, tmp_path):
+  """A bucket that does not exist, or a local directory that cannot be made, fails at
+  start-up, before any work, naming it; a gs:// run without checkpoints is named by
+  sample/evaluate's loader. (The emulator has no permissions, so a bucket that
+  exists but refuses writes takes the same path untested: check_writable's write.)"""
   with pytest.raises(storage.StorageError, match="bucket 'no-such-bucket' does not exist"):
     loop.train(conftest.micro_config(micro_data_dir), 'gs://no-such-bucket/run')
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('not a directory')
+  with pytest.raises(storage.StorageError, match=f'cannot write to {a_file}/run: '):
+    loop.train(conftest.micro_config(micro_data_dir), str(a_file / 'run'))
   with pytest.raises(inference.NoCheckpointError, match=f'no checkpoints/ in gs://{gcs.bucket}/'
                      'empty'):
     inference.load_run(f'gs://{gcs.bucket}/empty')
