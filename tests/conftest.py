@@ -137,6 +137,25 @@ def micro_data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def micro_step(micro_data_dir):
+  """(config, mesh, parts, step): t2i_micro's jitted train step on one device of
+  this process, built once per worker for test_train.py's sharded test and
+  test_train_step.py (both in the 'micro_programs' group): each compiled
+  variant is then traced and loaded once, not once per user."""
+  import jax
+  from gigagan_jax import parallel
+  from gigagan_jax.text.tokenizer import make_tokenizer
+  from gigagan_jax.train import state as state_lib
+  from gigagan_jax.train.step import jit_train_step, make_train_step
+  config = micro_config(micro_data_dir)
+  mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
+  parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0)
+  step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config),
+                        parts.shardings, mesh)
+  return config, mesh, parts, step
+
+
+@pytest.fixture(scope='session')
 def straight_run(micro_data_dir, tmp_path_factory):
   """Six uninterrupted steps of the training CLI on micro_data_dir, one device,
   checkpoints at 3 and 6: what the SIGKILL, crash-during-save and gs:// runs

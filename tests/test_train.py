@@ -81,7 +81,8 @@ def cli(workdir, data_dir, *flags, extra_env=None):
 # of test_plan.py's CLI, test_train_step.py and test_exits.py: one group, each
 # program compiled once (persistent cache).
 @pytest.mark.xdist_group('micro_programs')
-def test_sharded_steps_match_single_device_and_restore_across_meshes(data_dir, tmp_path):
+def test_sharded_steps_match_single_device_and_restore_across_meshes(data_dir, micro_step,
+                                                                     tmp_path):
   """Three steps on (2,4,1) equal three on (1,1,1); the (2,4,1) state, saved and
   restored onto (1,1,1) by the Checkpointer, then trained three more steps there,
   equals six steps on (1,1,1). Two compiled programs in all. (Tensor parallelism:
@@ -103,7 +104,7 @@ def test_sharded_steps_match_single_device_and_restore_across_meshes(data_dir, t
       losses.append([float(metrics[k]) for k in ('d_loss', 'g_loss', 'r1')])
     return state, np.array(losses)
 
-  mesh1, parts1, step1 = compiled((1, 1, 1))
+  _, mesh1, parts1, step1 = micro_step
   state, ref_losses = run(mesh1, step1, parts1.init(config), batches[:3])
   ref_state = jax.device_get(state)
   ref_state6, ref_losses6 = jax.device_get(run(mesh1, step1, state, batches[3:]))
@@ -144,24 +145,8 @@ def test_sharded_steps_match_single_device_and_restore_across_meshes(data_dir, t
 
 # ------------------------------------------------------- resume, restore
 
-# straight_run: tests/conftest.py (shared with test_crash.py and test_gcs.py).
-
-def test_sigkill_and_resume_is_bitwise_exact(data_dir, straight_run, tmp_path):
-  config = micro_config(data_dir)
-  workdir = str(tmp_path / 'killed')
-  rc, out = cloud.finish(cli(workdir, data_dir, extra_env={'GIGAGAN_SIGKILL_AFTER_SAVE': '3'}))
-  assert rc == -signal.SIGKILL, out
-  assert Checkpointer(workdir, config.train).all_steps() == [3]
-
-  rc, out = cloud.finish(cli(workdir, data_dir))
-  assert rc == 0 and 'resumed from' in out, out
-  resumed, straight = cloud.saved_state(config, workdir, 6), cloud.saved_state(config, straight_run, 6)
-  cloud.assert_trees_equal(resumed, straight)
-  # Same data order: identical losses at every step and the same iterator position.
-  np.testing.assert_array_equal(cloud.logged(workdir), cloud.logged(straight_run))
-  data_state = lambda wd: open(os.path.join(wd, 'checkpoints/6/data/process_0-of-1.json')).read()
-  assert data_state(workdir) == data_state(straight_run)
-
+# straight_run: tests/conftest.py. SIGKILL and resume, bitwise: test_crash.py (killed
+# during a save) and test_gcs.py (killed after one, in gs://).
 
 def test_refuses_to_resume_another_config(data_dir, straight_run):
   changed = micro_config(data_dir, {'loss.r1_gamma': 1.0, 'train.steps': 7})

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from gigagan_jax import losses, parallel
-from gigagan_jax.config_utils import load_config, validate
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.sr_step import box_pyramid, hr_r1_penalty, make_sr_train_step, with_low_res
@@ -49,15 +48,11 @@ def _batch(config, captions, resolution, lr_side=None, seed=0):
 # ------------------------------------------------------------ text-to-image
 
 @pytest.fixture(scope='module')
-def t2i():
-  config = validate(load_config('configs/t2i_micro.py'))
-  # One device and the micro config as it is: the R1 variant is then the program
-  # of test_train.py's single-device reference, a persistent-cache hit.
-  # (Mismatched pairs drawn across batch shards: test_train.py's sharded test.)
-  mesh = _mesh((1, 1, 1))
-  parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0)
-  step_fn = make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config)
-  return config, mesh, parts, jit_train_step(step_fn, parts.shardings, mesh)
+def t2i(micro_step):
+  """t2i_micro as it is, on one device: conftest.micro_step, shared with
+  test_train.py's sharded test (which also draws mismatched pairs across batch
+  shards)."""
+  return micro_step
 
 
 D_TERMS = ('d_acc', 'real_score', 'fake_score', 'd_match_real', 'd_match_fake', 'match_valid')
