@@ -157,6 +157,14 @@ def test_uneven_global_batch_is_a_config_error(data_cfg):
     _make(_cfg(data_cfg, batch_size=9), process_index=0, process_count=2)
 
 
+def test_data_in_object_storage_is_refused_with_the_copy_to_make(data_cfg):
+  """README: the data is read from each host's disk; a gs:// data_dir is named, with
+  the copy that fixes it, before anything is opened."""
+  with pytest.raises(ConfigError, match=r"config\.data\.data_dir: 'gs://b/data' is in object "
+                     r'storage.*gcloud storage cp -r gs://b/data'):
+    pipeline.ensure_dataset(_cfg(data_cfg, data_dir='gs://b/data'))
+
+
 def test_caption_dropout_is_seeded_and_keeps_labels(data_cfg):
   c = _cfg(data_cfg, caption_dropout=0.5)
   def dropped(seed):

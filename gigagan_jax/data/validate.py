@@ -23,6 +23,12 @@ def check_data_config(data_cfg: ml_collections.ConfigDict, process_count: int = 
            f'got {d.builder!r}')
   _require(bool(d.data_dir), 'data_dir', 'must be a directory for prepared datasets '
            '(e.g. --config.data.data_dir=runs/data)')
+  # array_record files are read through local file handles, not object-store
+  # clients; the supported way is a copy on each host's disk (README "Training").
+  _require('://' not in d.data_dir, 'data_dir',
+           f'{d.data_dir!r} is in object storage; the data is read from local disk. Copy it '
+           f'there first (e.g. gcloud storage cp -r {d.data_dir} /data) and set '
+           '--config.data.data_dir=/data. Run directories (--workdir) may be gs://.')
   r = d.resolution
   _require(isinstance(r, int) and r >= 8 and r & (r - 1) == 0, 'resolution',
            f'must be a power of two >= 8, got {r!r}')
