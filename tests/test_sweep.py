@@ -119,8 +119,9 @@ def test_printed_commands_parse_back_to_the_variant_configs():
           'c = config_flags.DEFINE_config_file("config"); '
           'app.run(lambda argv: print(json.dumps(c.value.to_dict())))')
   for variant in sweep.expand('configs/ablations.py'):
-    cmd = sweep.train_command('configs/ablations.py', variant, 'runs/x')
-    assert cmd[1:3] == ['-m', 'gigagan_jax.train'] and cmd[-1] == f'--workdir=runs/x/{variant.name}'
+    cmd = sweep.train_command('configs/ablations.py', variant, 'gs://bucket/x/')  # any root
+    assert cmd[1:3] == ['-m', 'gigagan_jax.train']
+    assert cmd[-1] == f'--workdir=gs://bucket/x/{variant.name}'
     out = subprocess.run([sys.executable, '-c', echo] + cmd[3:-1], cwd=REPO, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
