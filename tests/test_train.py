@@ -168,6 +168,7 @@ def test_allow_config_change_resumes_and_names_the_change(data_dir, straight_run
 
 # ------------------------------------------------------- SIGTERM, NaN
 
+@pytest.mark.preemption
 @pytest.mark.xdist_group('train_faults')
 def test_sigterm_saves_and_exits_zero(data_dir, tmp_path):
   workdir = str(tmp_path / 'preempted')
@@ -192,6 +193,7 @@ NAN_DRILL = {'train.inject_nan_g_steps': (2,), 'train.inject_nan_steps': (4, 5, 
              'train.max_consecutive_skips': 3, 'train.steps': 8}
 
 
+@pytest.mark.crash
 @pytest.mark.xdist_group('train_faults')
 def test_non_finite_steps_are_skipped_then_restored(data_dir, tmp_path, capsys):
   workdir = str(tmp_path / 'nan')
@@ -216,6 +218,7 @@ def test_non_finite_steps_are_skipped_then_restored(data_dir, tmp_path, capsys):
   assert test_exits.new_threads(before) == []
 
 
+@pytest.mark.crash
 @pytest.mark.xdist_group('train_faults')
 def test_a_nan_in_g_or_d_gradients_leaves_the_state_bitwise_unchanged(data_dir):
   """The step itself, not the loop's rollback: a skipped step changes no weight,
@@ -248,6 +251,7 @@ def test_a_nan_in_g_or_d_gradients_leaves_the_state_bitwise_unchanged(data_dir):
     assert int(after['step']) == n
 
 
+@pytest.mark.crash
 def test_the_finite_check_keeps_finite_gradients_whose_squares_overflow():
   big = {'w': jnp.full((4, 4), 3e19, jnp.float32), 'b': jnp.ones(3, jnp.float32)}
   assert float(optax.tree.norm(big)) == np.inf  # a sum of squares would call it non-finite
