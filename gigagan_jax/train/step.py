@@ -87,12 +87,16 @@ def text_features(backbone, batch, backbone_params) -> dict:
 def all_finite(*trees) -> jax.Array:
   """True iff every element of `trees` is finite.
 
-  x * 0 is 0 for finite x and NaN for inf or NaN, so the sum is 0 or NaN. A
-  sum of squares would also overflow to inf on finite gradients above ~1e19,
-  and a per-leaf isfinite/all reduction compiles ~50x slower on XLA:CPU for
-  big trees.
+  The sum of squares is non-finite for any inf or NaN element, and XLA shares
+  its per-leaf sums with the gradient-norm metrics. It also overflows on
+  finite values above ~1e19, so only when it is not finite does the exact
+  check run: x * 0 is 0 for finite x and NaN otherwise. That check sits in a
+  lax.cond because per-leaf reductions in the step's main body double XLA:CPU's
+  compile time (t2i_micro: ~12 s -> ~25 s).
   """
-  return jnp.isfinite(sum(jnp.sum(x * 0) for x in jax.tree.leaves(trees)))
+  exact = lambda t: jnp.isfinite(sum(jnp.sum(x * 0) for x in jax.tree.leaves(t)))
+  return jax.lax.cond(jnp.isfinite(optax.tree.norm(trees)), lambda t: jnp.bool_(True), exact,
+                      trees)
 
 
 def _inject_nan(grads, fault: jax.Array):
