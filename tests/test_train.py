@@ -188,7 +188,7 @@ def test_sigterm_saves_and_exits_zero(data_dir, tmp_path):
 
 # One NaN element in G's gradients at step 2 and in D's at steps 4-6
 # (config.train.inject_nan_g_steps / inject_nan_steps); three skips in a row
-# restore checkpoint 3. Both tests compile this config's step once.
+# restore checkpoint 3. (The loop and the direct step compile different programs.)
 NAN_DRILL = {'train.inject_nan_g_steps': (2,), 'train.inject_nan_steps': (4, 5, 6),
              'train.max_consecutive_skips': 3, 'train.steps': 8}
 
