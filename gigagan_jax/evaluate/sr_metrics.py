@@ -41,18 +41,24 @@ def rgb_to_y(img):
   """
   if img.shape[-1] != 3:
     raise ValueError(f'rgb_to_y expects RGB images [..., 3], got shape {img.shape}')
-  x = jnp.asarray(img, jnp.float32)
+  return _luma(jnp.asarray(img, jnp.float32)) + _Y_OFFSET
+
+
+def _luma(x):
+  """The linear part of `rgb_to_y` (no offset): float32 [..., 3] -> [..., 1]."""
   # Elementwise products rather than a dot: no matmul precision setting can
   # lower them to bfloat16 on an accelerator.
-  y = sum(c / 255.0 * x[..., i] for i, c in enumerate(_Y_COEFFS)) + _Y_OFFSET
-  return y[..., None]
+  return sum(c / 255.0 * x[..., i] for i, c in enumerate(_Y_COEFFS))[..., None]
 
 
-def _prepare(a, b, crop_border: int, y_channel: bool, min_size: int = 1):
-  """Both images as float32 [B, H - 2c, W - 2c, C'] (C' = 1 on Y); validates shapes."""
+def _prepare(a, b, crop_border: int, y_channel: bool, min_size: int = 1, to_y: bool = True):
+  """Both images as float32 [B, H - 2c, W - 2c, C'] (C' = 1 on Y, unless not
+  `to_y`: then RGB, checked as such); validates shapes."""
   if a.shape != b.shape or a.ndim != 4:
     raise ValueError(f'expected two images of the same shape [B, H, W, C], got '
                      f'{a.shape} and {b.shape}')
+  if y_channel and a.shape[-1] != 3:
+    raise ValueError(f'y_channel compares luma of RGB images [B, H, W, 3], got shape {a.shape}')
   if crop_border < 0:
     raise ValueError(f'crop_border must be >= 0, got {crop_border}')
   h, w = a.shape[1] - 2 * crop_border, a.shape[2] - 2 * crop_border
@@ -62,7 +68,7 @@ def _prepare(a, b, crop_border: int, y_channel: bool, min_size: int = 1):
   # Crop first: the border never enters any statistic, whatever its values.
   crop = (slice(None), slice(crop_border, crop_border + h), slice(crop_border, crop_border + w))
   a, b = a[crop], b[crop]
-  if y_channel:
+  if y_channel and to_y:
     return rgb_to_y(a), rgb_to_y(b)
   # float32 before subtracting: uint8 differences would wrap around.
   return jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
@@ -77,8 +83,12 @@ def psnr(a, b, *, crop_border: int, y_channel: bool = True, data_range=255.0):
   scale). y_channel: compare BT.601 luma (`rgb_to_y`) instead of all
   channels. Returns float32 [B]; +inf where the images are identical.
   """
-  a, b = _prepare(a, b, crop_border, y_channel)
-  mse = jnp.mean(jnp.square(a - b), axis=(1, 2, 3))
+  a, b = _prepare(a, b, crop_border, y_channel, to_y=False)
+  # Luma is linear up to its offset, so the luma difference is the luma of the
+  # RGB difference: exactly 0 for identical images, however the compiler
+  # contracts the products (two separate conversions need not round alike).
+  diff = _luma(a - b) if y_channel else a - b
+  mse = jnp.mean(jnp.square(diff), axis=(1, 2, 3))
   return 10.0 * jnp.log10(jnp.square(jnp.float32(data_range)) / mse)
 
 
