@@ -31,6 +31,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from gigagan_jax import parallel
+from gigagan_jax import runtime
 from gigagan_jax.config_utils import validate
 from gigagan_jax.text import backbone as backbone_lib
 from gigagan_jax.text import clip
@@ -237,6 +238,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  runtime.quiet_gc()
   f = flags.FLAGS
   try:
     mesh_axes, device_memory = parse_mesh(f.mesh), parse_bytes(f.device_memory)

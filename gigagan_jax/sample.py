@@ -34,6 +34,7 @@ from absl import app, flags, logging
 from PIL import Image
 
 from gigagan_jax import parallel
+from gigagan_jax import runtime
 from gigagan_jax import storage
 from gigagan_jax import upsample
 from gigagan_jax.config_utils import num_scales
@@ -281,6 +282,7 @@ def run(workdir, *, prompts, seeds, mode='grid', step=None, prompt_b=None, mix_s
 
 def main(argv):
   del argv
+  runtime.quiet_gc()
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every read at INFO
   if not FLAGS.workdir:

@@ -37,6 +37,7 @@ from absl import app, flags, logging
 from PIL import Image, ImageOps
 
 from gigagan_jax import storage
+from gigagan_jax import runtime
 from gigagan_jax import tiling
 from gigagan_jax.models.build import build_models, z_dim
 from gigagan_jax.inference import load_run
@@ -292,6 +293,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  runtime.quiet_gc()
   FLAGS = flags.FLAGS
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every read at INFO

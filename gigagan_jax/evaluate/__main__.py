@@ -25,6 +25,7 @@ from ml_collections import config_flags
 from gigagan_jax.evaluate import report
 from gigagan_jax.evaluate import sr
 from gigagan_jax.evaluate.evaluator import Evaluator
+from gigagan_jax import runtime
 from gigagan_jax import storage
 from gigagan_jax.inference import NoCheckpointError, checkpoint_steps
 from gigagan_jax.train.writers import TensorBoardWriter
@@ -46,6 +47,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  runtime.quiet_gc()
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   if FLAGS.task == 'sr':

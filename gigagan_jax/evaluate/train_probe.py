@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from gigagan_jax.data import pipeline
 from gigagan_jax.evaluate import probe as probe_lib
+from gigagan_jax import runtime
 
 
 def load_split(config: ml_collections.ConfigDict, split: str, limit: int = 0):
@@ -80,6 +81,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  runtime.quiet_gc()
   config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
   probe, params, metrics = train(config)
   probe.save(workdir, params, metrics)

@@ -21,6 +21,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gigagan_jax import runtime
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (resumed if it holds a run).')
 _ALLOW = flags.DEFINE_bool('allow_config_change', False,
@@ -37,6 +39,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
+  runtime.quiet_gc()
   if not flags.FLAGS['verbosity'].present:
     # Orbax and TFDS log every save/read at INFO; keep the console to our progress lines.
     logging.set_verbosity(logging.WARNING)
