@@ -109,9 +109,10 @@ def test_baseline_configs_learn_a_fixed_batch(kind, tmp_path):
     config.loss.lpips_path = str(tmp_path / 'lpips.npz')
     lpips.save_params_npz(params, config.loss.lpips_path)
     frozen_lpips = lpips.load_params_npz(config.loss.lpips_path)
-  _, history = run_steps(config, fixed_batch(config), 15, frozen_lpips=frozen_lpips)
+  _, history = run_steps(config, fixed_batch(config), 8, frozen_lpips=frozen_lpips)
   # What G fits: its loss without the adversarial part (most of ESRGAN's g_loss
-  # here), a game with D that over 15 steps rises or falls by chance.
+  # here), a game with D that over 8 steps rises or falls by chance. (8 steps:
+  # LPIPS's VGG16 costs ESRGAN 2.6 s a step; its loss is at 0.55 of the first by step 8.)
   loss = [h['g_loss'] - h.get('gan_weight', 0.0) * h.get('g_adv', 0.0) for h in history]
   assert np.all(np.isfinite(loss)) and np.mean(loss[-3:]) < 0.8 * loss[0], loss
   if kind == 'esrgan':
