@@ -76,15 +76,15 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 # Groups that cost the most on 2 cores (seconds of worker time, --durations=0
-# of CI in a fresh clone at 257e57b), scheduled first: pytest-xdist hands
+# of CI in a fresh clone at 05ca9da), scheduled first: pytest-xdist hands
 # groups out in collection order (pyproject.toml: --no-loadscope-reorder), so
 # the longest go first and the two workers finish together.
-HEAVIEST_FIRST = ('session_runs',              # 344: the probe, straight_run; SIGKILL,
+HEAVIEST_FIRST = ('session_runs',              # 315: the probe, straight_run; SIGKILL,
                                                #   crash-during-save and gs:// resumes
-                  'micro_programs',            # 293: t2i_micro steps, (1,1,1) and (2,4,1)
-                  'test_preemption',           # 250: two-process runs
-                  'sr_programs',               # 200: the SR steps of up_tiny and baselines
-                  'test_train_frozen_losses',  # 130: CLIP + vision-aided steps
+                  'micro_programs',            # 200: t2i_micro steps, (1,1,1) and (2,4,1)
+                  'test_preemption',           # 189: two-process runs
+                  'sr_programs',               # 138: the SR steps of up_tiny and baselines
+                  'test_train_frozen_losses',  #  96: CLIP + vision-aided steps
                   'train_faults', 'test_models', 'test_bench')
 
 
