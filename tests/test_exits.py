@@ -2,7 +2,8 @@
 manager (its async save threads), the TensorBoard writer (its writer thread),
 the staged logs and the data loader's worker processes are closed on a Ctrl-C,
 a refused config, a preemption and the normal end. (NonFiniteError:
-test_train.py's non-finite test.)"""
+test_train.py's non-finite test.) The preemption is one process's SIGTERM path,
+which the CLI takes too."""
 import json
 import os
 import signal
@@ -83,7 +84,8 @@ def new_children(before) -> set[int]:
   return left
 
 
-def test_ctrl_c_a_refused_config_a_preemption_and_the_end_leave_nothing_running(micro_data_dir, tmp_path):
+def test_ctrl_c_a_refused_config_a_preemption_and_the_end_leave_nothing_running(micro_data_dir, tmp_path,
+                                                                              capsys):
   config = conftest.micro_config(micro_data_dir)
   workdir = str(tmp_path / 'run')
   devices = jax.devices()[:1]
@@ -116,8 +118,12 @@ def test_ctrl_c_a_refused_config_a_preemption_and_the_end_leave_nothing_running(
   loop.train(config, workdir, make_iterator=with_workers, devices=devices)  # resumes 3 -> 6
   assert new_threads(before) == [] and new_children(children) == set()
 
-  # A new run, reading through a grain worker process, preempted in its first step.
+  # A new run, reading through a grain worker process, preempted in its first step:
+  # one process's SIGTERM path (the CLI returns from train() and exits 0, as
+  # test_preemption.py's processes do).
+  capsys.readouterr()
   preempted = lambda tokenize: InterruptAt(with_workers(tokenize), 0, preempt=True)
   loop.train(config, str(tmp_path / 'preempted'), make_iterator=preempted, devices=devices)
   assert os.listdir(tmp_path / 'preempted' / 'checkpoints') == ['1']  # saved, then returned
+  assert 'preempted (SIGTERM): saved checkpoint 1' in capsys.readouterr().out
   assert new_threads(before) == [] and new_children(children) == set()
