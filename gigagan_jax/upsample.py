@@ -36,8 +36,8 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image, ImageOps
 
-from gigagan_jax import storage
 from gigagan_jax import runtime
+from gigagan_jax import storage
 from gigagan_jax import tiling
 from gigagan_jax.models.build import build_models, z_dim
 from gigagan_jax.inference import load_run

@@ -51,9 +51,9 @@ def _luma(x):
   return sum(c / 255.0 * x[..., i] for i, c in enumerate(_Y_COEFFS))[..., None]
 
 
-def _prepare(a, b, crop_border: int, y_channel: bool, min_size: int = 1, to_y: bool = True):
-  """Both images as float32 [B, H - 2c, W - 2c, C'] (C' = 1 on Y, unless not
-  `to_y`: then RGB, checked as such); validates shapes."""
+def _prepare(a, b, crop_border: int, y_channel: bool, min_size: int = 1):
+  """Both images cropped, as float32 [B, H - 2c, W - 2c, C]; validates shapes
+  (C = 3 when `y_channel`: the callers compare luma)."""
   if a.shape != b.shape or a.ndim != 4:
     raise ValueError(f'expected two images of the same shape [B, H, W, C], got '
                      f'{a.shape} and {b.shape}')
@@ -68,8 +68,6 @@ def _prepare(a, b, crop_border: int, y_channel: bool, min_size: int = 1, to_y: b
   # Crop first: the border never enters any statistic, whatever its values.
   crop = (slice(None), slice(crop_border, crop_border + h), slice(crop_border, crop_border + w))
   a, b = a[crop], b[crop]
-  if y_channel and to_y:
-    return rgb_to_y(a), rgb_to_y(b)
   # float32 before subtracting: uint8 differences would wrap around.
   return jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
 
@@ -83,7 +81,7 @@ def psnr(a, b, *, crop_border: int, y_channel: bool = True, data_range=255.0):
   scale). y_channel: compare BT.601 luma (`rgb_to_y`) instead of all
   channels. Returns float32 [B]; +inf where the images are identical.
   """
-  a, b = _prepare(a, b, crop_border, y_channel, to_y=False)
+  a, b = _prepare(a, b, crop_border, y_channel)
   # Luma is linear up to its offset, so the luma difference is the luma of the
   # RGB difference: exactly 0 for identical images, however the compiler
   # contracts the products (two separate conversions need not round alike).
@@ -122,6 +120,8 @@ def ssim(a, b, *, crop_border: int, y_channel: bool = True):
   over channels when `y_channel` is False); 1.0 for identical images.
   """
   a, b = _prepare(a, b, crop_border, y_channel, min_size=SSIM_WINDOW)
+  if y_channel:
+    a, b = rgb_to_y(a), rgb_to_y(b)
   # (Co)variances are shift-invariant: centring both images on their common
   # mean keeps E[x^2] - E[x]^2 from cancelling catastrophically in float32.
   shift = 0.5 * jnp.mean(a + b, axis=(1, 2, 3), keepdims=True)
