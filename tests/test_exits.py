@@ -18,6 +18,7 @@ from gigagan_jax.data.pipeline import make_dataset
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import loop
 from gigagan_jax.train.checkpoint import ConfigMismatchError
+from gigagan_jax.train.step import make_train_step
 
 # t2i_micro's single-device step of this process's XLA setup: compiled once in that group.
 pytestmark = [pytest.mark.crash, pytest.mark.xdist_group('micro_programs')]
@@ -85,8 +86,14 @@ def new_children(before) -> set[int]:
 
 
 def test_ctrl_c_a_refused_config_a_preemption_and_the_end_leave_nothing_running(micro_data_dir, tmp_path,
-                                                                              capsys):
+                                                                              capsys, monkeypatch):
   config = conftest.micro_config(micro_data_dir)
+  # Each experiment's step is built once in a process (loop._jitted_step): the
+  # resume and the new run of `config` below reuse the first run's.
+  built = []
+  monkeypatch.setattr(loop, '_STEPS', {})
+  monkeypatch.setattr(loop, 'make_train_step',
+                      lambda *a, **k: built.append(1) or make_train_step(*a, **k))
   workdir = str(tmp_path / 'run')
   devices = jax.devices()[:1]
   # Every run reads through a grain worker process (only these iterators read with
@@ -127,3 +134,4 @@ def test_ctrl_c_a_refused_config_a_preemption_and_the_end_leave_nothing_running(
   assert os.listdir(tmp_path / 'preempted' / 'checkpoints') == ['1']  # saved, then returned
   assert 'preempted (SIGTERM): saved checkpoint 1' in capsys.readouterr().out
   assert new_threads(before) == [] and new_children(children) == set()
+  assert len(built) == 2  # config's and changed's
