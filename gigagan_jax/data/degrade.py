@@ -23,7 +23,7 @@ import io
 import ml_collections
 import numpy as np
 from PIL import Image
-from scipy import signal, special
+from scipy import special
 
 KERNEL_TYPES = ('iso', 'aniso', 'generalized_iso', 'generalized_aniso',
                 'plateau_iso', 'plateau_aniso')
@@ -162,6 +162,10 @@ def random_kernel(rng: np.random.Generator, stage, kernel_range) -> np.ndarray:
 
 def blur(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
   """float32 [H, W, C] convolved with kernel [k, k] (reflect padding)."""
+  # Imported here: scipy.signal takes ~0.7 s to import, which every training,
+  # sampling and test process would pay (data.pipeline imports this module)
+  # and only the SR data's workers use.
+  from scipy import signal  # pylint: disable=g-import-not-at-top
   p = kernel.shape[0] // 2
   padded = np.pad(img, ((p, p), (p, p), (0, 0)), mode='reflect')
   out = signal.fftconvolve(padded, kernel[:, :, None], mode='valid', axes=(0, 1))
