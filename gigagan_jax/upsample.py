@@ -276,7 +276,8 @@ def define_flags():
   flags.DEFINE_string('in', None, 'Input image (any size; PNG, JPEG, ...; converted to RGB).')
   flags.DEFINE_string('out', None, 'Output PNG; default: INPUT_STEM_x<factor>.png beside the input.')
   flags.DEFINE_string('prompt', '', 'Caption for the text-conditioned upsampler; empty = '
-                      'unconditional. Baselines ignore it.')
+                      'unconditional. Beyond config.text.max_len tokens it is cut (start and '
+                      'end tokens kept). Baselines ignore it.')
   flags.DEFINE_integer('seed', 0, 'Seed of the latent z (one z for the whole image).')
   flags.DEFINE_integer('tile', 64, 'Low-res tile side in pixels (rounded up to the model\'s input '
                        'multiple; shrunk to the image when it is smaller).')

@@ -24,7 +24,8 @@ from flax import linen as nn
 from configs import sr_baselines
 from gigagan_jax import parallel
 from gigagan_jax import upsample
-from gigagan_jax.config_utils import validate
+from gigagan_jax.upsample import SRModel
+from gigagan_jax.config_utils import load_config, validate
 from gigagan_jax.evaluate import sr as sr_eval
 from gigagan_jax.evaluate import sr_metrics
 from gigagan_jax.frozen import lpips
@@ -51,14 +52,19 @@ def tiny_srcnn_config(data_dir):
   return c
 
 
-def write_sr_run(config, workdir: str, step: int = 2):
-  """A run directory whose checkpoint `step` holds G = G_ema = init params of config's upsampler."""
+def write_sr_run(config, workdir: str, step: int = 2, perturb: float = 0.0):
+  """A run directory whose checkpoint `step` holds G = G_ema = init params of config's
+  upsampler, plus Gaussian noise of std `perturb` (0: none)."""
   config = validate(config)
   mesh = parallel.make_mesh(config.mesh, jax.devices()[:1])
   parts = state_lib.build(config, mesh, make_tokenizer(config.text).vocab_size, 0)
   state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), parts.abstract)
-  g = parts.g.init(jax.random.PRNGKey(0), *example_g_inputs(config, 1))['params']
-  state['g'] = state['ema'] = nn.meta.unbox(g)
+  @jax.jit  # one program: op by op, the init of a GigaGAN upsampler takes seconds
+  def init():
+    g = nn.meta.unbox(parts.g.init(jax.random.PRNGKey(0), *example_g_inputs(config, 1))['params'])
+    keys = iter(jax.random.split(jax.random.PRNGKey(1), len(jax.tree.leaves(g))))
+    return jax.tree.map(lambda x: x + perturb * jax.random.normal(next(keys), x.shape, x.dtype), g)
+  state['g'] = state['ema'] = jax.device_get(init())
   ckpt = Checkpointer(workdir, config.train)
   ckpt.save(step, state, None, config, force=True)
   ckpt.wait()
@@ -148,6 +154,49 @@ def test_evaluate_sr_table_and_bicubic_reference(sr_run, tmp_path):
   assert saved['rows'][0]['lpips'] == pytest.approx(float(np.mean(want_lpips)), rel=1e-4)
   assert np.isfinite(saved['rows'][1]['lpips'])
   assert record['rows'][1]['params'] > 0 and record['rows'][1]['ms_per_image'] > 0
+
+
+def test_evaluate_sr_gives_each_prompt_setting_its_own_row(tmp_path):
+  """A GigaGAN upsampler with perturbed weights (untrained, it is exactly bicubic
+  and ignores the text) gets one row per prompt setting, each computed from its
+  own prompts: the three differ, and 'own' equals a direct call with the captions."""
+  config = load_config('configs/up_tiny.py')
+  config.data.resolution, config.data.degradation.hr_size = 32, 32
+  config.data.data_dir, config.data.num_examples = str(tmp_path / 'data'), 64  # 6 held out
+  config.discriminator.channels, config.discriminator.levels = (16, 16, 16, 16), 2
+  workdir = str(tmp_path / 'up_run')
+  write_sr_run(config, workdir, perturb=0.2)
+  record = sr_eval.evaluate_runs([workdir], out_dir=str(tmp_path / 'eval'), num_images=4,
+                                 batch_size=4, verbose=False)
+  rows = record['rows']
+  assert [(r['name'], r['prompt']) for r in rows] == [
+      ('bicubic', None), ('up_run', 'own'), ('up_run', 'other'), ('up_run', 'empty')]
+  psnr = {r['prompt']: r['per_image']['psnr'] for r in rows[1:]}
+  assert psnr['own'] != psnr['other'] != psnr['empty'] != psnr['own'], psnr
+  assert '| up_run | gigagan | other |' in record['table']
+  model = SRModel.from_run(workdir)
+  pairs = sr_eval.load_pairs(model.config, num_images=4)
+  sr, _ = sr_eval.evaluate_model(model, pairs, batch_size=4)
+  assert sr_eval.metrics_of(sr, pairs['hr'], 4)['psnr'] == psnr['own']
+  # Prompts the tokenizer cannot keep whole: empty (also after whitespace
+  # cleaning) is start + end token; too long is cut, keeping the end token
+  # (gigagan_jax/text/tokenizer.py); any Unicode is bytes. The model runs on all.
+  text = model.text(['', '   ', 'x' * 1000, '🙂 ünïcode'])
+  max_len = model.config.text.max_len
+  assert text['eot'].tolist()[0] == 1 and text['eot'].tolist()[2] == max_len - 1
+  lr = pairs['lr'].astype(np.float32) / 127.5 - 1
+  assert np.all(np.isfinite(np.asarray(model(lr, text, model.latents(range(4))))))
+  with pytest.raises(ValueError, match='--prompts=mine'):
+    sr_eval.evaluate_runs([workdir], prompts=['mine'])
+
+
+def test_other_prompts_are_never_the_image_s_own_caption():
+  captions = ['a red circle', 'a red circle', 'two blue squares', 'a green star']
+  assert sr_eval.prompts_for('other', captions) == [
+      'two blue squares', 'two blue squares', 'a green star', 'a red circle']
+  assert sr_eval.prompts_for('other', ['same', 'same']) is None
+  assert sr_eval.prompts_for('empty', captions) == [''] * 4
+  assert sr_eval.prompts_for('own', captions) == captions
 
 
 def test_evaluate_sr_refuses_other_scale_or_data(sr_run):

@@ -55,7 +55,7 @@ def main(argv):
       raise app.UsageError('--task=sr evaluates one checkpoint per run (--step or the latest)')
     try:
       sr.main(FLAGS)
-    except (sr.IncompatibleRunsError, FileNotFoundError) as e:
+    except (sr.IncompatibleRunsError, FileNotFoundError, ValueError) as e:
       sys.exit(f'evaluate: error: {e}')
     return
   if len(FLAGS.workdir) != 1:

@@ -3,6 +3,7 @@ r"""Super-resolution evaluation: PSNR / SSIM / LPIPS of SR runs against bicubic.
   python -m gigagan_jax.evaluate --task=sr --workdir=runs/up_tiny [--workdir=runs/srcnn ...]
       [--step=N] [--out=DIR] [--num_images=N] [--lpips_path=lpips_vgg.npz]
       [--batch_size=8] [--seed=0] [--hr_size=0] [--num_crops=4] [--crop_size=128]
+      [--prompts=own,other,empty]
 
 Protocol (written to sr_metrics.json as 'protocol'):
   * inputs: the held-out split ('test') of the runs' data config, read in
@@ -20,6 +21,11 @@ Protocol (written to sr_metrics.json as 'protocol'):
     `python -m gigagan_jax.frozen.lpips`) on the whole RGB image, mean over images.
   * z of image i is jax.random.normal(PRNGKey(seed + i)): one sample of the
     stochastic upsampler (baselines ignore z).
+  * prompts (`--prompts`, default all three): a text-conditioned upsampler
+    gets one row per setting: 'own', each image's own caption; 'other', the
+    caption of the next held-out image whose caption differs (a caption it
+    was not trained on for this image); 'empty', the empty prompt. Bicubic
+    and the baselines ignore text: one row each.
   * ms/image: the model's forward pass on the device, after a warm-up call
     (compilation excluded), batches of --batch_size (the last one padded),
     input transfer and output pull included.
@@ -33,8 +39,8 @@ models' residual base and the baselines use).
 Writes to --out (default: FIRST_WORKDIR/eval/sr):
   sr_metrics.json   protocol, one entry per row (bicubic first) with means and per-image values
   sr_table.md       the markdown table (also printed)
-  sr_crops.png      for the first --num_crops images: bicubic | model(s) | ground truth,
-                    centre crops of --crop_size HR pixels
+  sr_crops.png      for the first --num_crops images: bicubic | model(s) (the first
+                    prompt setting) | ground truth, centre crops of --crop_size HR pixels
 """
 import json
 import os
@@ -57,6 +63,10 @@ from gigagan_jax.upsample import SRModel
 # Data fields that must agree between runs compared in one table.
 _DATA_FIELDS = ('builder', 'data_dir', 'resolution', 'num_examples', 'image_key', 'caption_key',
                 'caption_template')
+
+
+# Prompt settings of text-conditioned models (see the module doc).
+PROMPT_SETTINGS = ('own', 'other', 'empty')
 
 
 class IncompatibleRunsError(ValueError):
@@ -143,6 +153,27 @@ def load_pairs(config, *, num_images: int | None = None, seed: int = 0,
   return {'lr': np.stack(lr), 'hr': np.stack(hr), 'captions': captions}
 
 
+def prompts_for(setting: str, captions: list) -> list | None:
+  """The prompt of each image under `setting` ('own', 'other' or 'empty').
+
+  'other' gives image i the caption of the next image (cyclically) whose
+  caption differs from its own; None when all captions are the same.
+  """
+  if setting == 'own':
+    return list(captions)
+  if setting == 'empty':
+    return [''] * len(captions)
+  if setting != 'other':
+    raise ValueError(f'prompt setting {setting!r}: expected one of {PROMPT_SETTINGS}')
+  n, other = len(captions), []
+  for i, own in enumerate(captions):
+    j = next((j % n for j in range(i + 1, i + n) if captions[j % n] != own), None)
+    if j is None:
+      return None
+    other.append(captions[j])
+  return other
+
+
 def _batches(n: int, batch: int):
   """Index arrays of fixed size `batch` covering 0..n-1 (the last padded with n-1)."""
   for start in range(0, n, batch):
@@ -182,19 +213,22 @@ def metrics_of(sr: np.ndarray, hr: np.ndarray, scale: int, lpips_params=None,
   return out
 
 
-def _row(name, kind, params, step, workdir, per_image, ms) -> dict:
+def _row(name, kind, params, step, workdir, per_image, ms, prompt=None) -> dict:
   mean = lambda v: None if v is None else float(np.mean(v))
-  return {'name': name, 'kind': kind, 'params': params, 'step': step, 'workdir': workdir,
+  return {'name': name, 'kind': kind, 'prompt': prompt, 'params': params, 'step': step,
+          'workdir': workdir,
           'psnr': mean(per_image['psnr']), 'ssim': mean(per_image['ssim']),
           'lpips': mean(per_image['lpips']), 'ms_per_image': ms, 'per_image': per_image}
 
 
-def evaluate_model(model: SRModel, pairs: dict, *, batch_size: int = 8, seed: int = 0):
-  """uint8 outputs [N, H, W, 3] of `model` on pairs['lr'] and its ms/image."""
+def evaluate_model(model: SRModel, pairs: dict, *, batch_size: int = 8, seed: int = 0,
+                   prompts: list | None = None):
+  """uint8 outputs [N, H, W, 3] of `model` on pairs['lr'] and its ms/image, with
+  `prompts` (default: pairs['captions'])."""
   n = len(pairs['lr'])
   b = max(1, min(batch_size, n))
   lr = pairs['lr'].astype(np.float32) / 127.5 - 1
-  text = model.text(pairs['captions'])
+  text = model.text(pairs['captions'] if prompts is None else prompts)
   z = model.latents(range(seed, seed + n))
   fn = lambda i: model(lr[i], {k: v[i] for k, v in text.items()}, z[i])
   out, ms = run_batched(fn, n, b)
@@ -211,13 +245,15 @@ def bicubic_outputs(pairs: dict, scale: int, batch_size: int = 8):
 
 
 def format_table(rows: list) -> str:
-  """Markdown table of the rows (name, kind, params, step, PSNR, SSIM, LPIPS, ms/image)."""
+  """Markdown table of the rows (name, kind, prompt, params, step, PSNR, SSIM, LPIPS,
+  ms/image); prompt '-' for models that ignore text."""
   fmt = lambda v, spec: '-' if v is None else format(v, spec)
-  lines = ['| model | kind | params | step | PSNR (dB) | SSIM | LPIPS | ms/image |',
-           '|---|---|---:|---:|---:|---:|---:|---:|']
+  lines = ['| model | kind | prompt | params | step | PSNR (dB) | SSIM | LPIPS | ms/image |',
+           '|---|---|---|---:|---:|---:|---:|---:|---:|']
   for r in rows:
     params = '0' if not r['params'] else f'{r["params"] / 1e6:.3f}M'
-    lines.append(f'| {r["name"]} | {r["kind"]} | {params} | {fmt(r["step"], "d")} | '
+    lines.append(f'| {r["name"]} | {r["kind"]} | {r.get("prompt") or "-"} | {params} | '
+                 f'{fmt(r["step"], "d")} | '
                  f'{fmt(r["psnr"], ".3f")} | {fmt(r["ssim"], ".4f")} | {fmt(r["lpips"], ".4f")} | '
                  f'{fmt(r["ms_per_image"], ".2f")} |')
   return '\n'.join(lines)
@@ -254,17 +290,24 @@ def crops_image(columns: list, names: list, count: int, crop_size: int, pad: int
 def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = None,
                   num_images: int | None = None, lpips_path: str | None = None,
                   batch_size: int = 8, seed: int = 0, hr_size: int | None = None,
-                  num_crops: int = 4, crop_size: int = 128, verbose: bool = True) -> dict:
+                  num_crops: int = 4, crop_size: int = 128, prompts=PROMPT_SETTINGS,
+                  verbose: bool = True) -> dict:
   """Evaluates the EMA upsampler of each run (checkpoint `step`, default latest) and bicubic.
+
+  prompts: the settings of PROMPT_SETTINGS a text-conditioned model is evaluated
+  under, one row each (see the module doc).
 
   Returns the record written to OUT/sr_metrics.json: {'protocol': {...},
   'rows': [bicubic row, one row per run], 'table': markdown}; see the module doc.
   Raises IncompatibleRunsError when the runs differ in scale or data,
   FileNotFoundError for a missing run, checkpoint or LPIPS file.
   """
-  workdirs = list(workdirs)
+  workdirs, prompts = list(workdirs), list(prompts)
   if not workdirs:
     raise ValueError('give at least one --workdir')
+  if not prompts or set(prompts) - set(PROMPT_SETTINGS):
+    raise ValueError(f'--prompts={",".join(prompts)}: expected one or more of '
+                     f'{",".join(PROMPT_SETTINGS)}')
   if lpips_path and not os.path.isfile(lpips_path):
     raise FileNotFoundError(f'--lpips_path={lpips_path} is not a file (convert the weights with '
                             'python -m gigagan_jax.frozen.lpips LIN.pth VGG16.pth OUT.npz)')
@@ -301,12 +344,22 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
     seen[name] = seen.get(name, 0) + 1
     if seen[name] > 1:  # two runs named alike (a/run, b/run): keep rows apart
       name = f'{name}#{seen[name]}'
-    sr, ms = evaluate_model(model, pairs, batch_size=batch_size, seed=seed)
-    rows.append(_row(name, model.kind, model.num_params(), model.step, str(storage.run_path(w)),
-                     metrics_of(sr, pairs['hr'], scale, lpips_params, batch_size), ms))
-    outputs.append(sr)
-    names.append(name)
-    say(f'  {name}: PSNR {rows[-1]["psnr"]:.3f} dB, SSIM {rows[-1]["ssim"]:.4f}')
+    # Only GigaGAN's upsampler reads the text; the baselines get one row.
+    settings = prompts if model.kind == 'gigagan' else [None]
+    for i, setting in enumerate(settings):
+      texts = prompts_for(setting, pairs['captions']) if setting else None
+      if setting and texts is None:
+        say(f"  {name}: no 'other' prompt setting, every held-out caption is the same")
+        continue
+      sr, ms = evaluate_model(model, pairs, batch_size=batch_size, seed=seed, prompts=texts)
+      rows.append(_row(name, model.kind, model.num_params(), model.step,
+                       str(storage.run_path(w)),
+                       metrics_of(sr, pairs['hr'], scale, lpips_params, batch_size), ms, setting))
+      if i == 0:
+        outputs.append(sr)
+        names.append(name)
+      say(f'  {name}' + (f' ({setting} prompt)' if setting else '') +
+          f': PSNR {rows[-1]["psnr"]:.3f} dB, SSIM {rows[-1]["ssim"]:.4f}')
 
   table = format_table(rows)
   crops = crops_image(outputs + [pairs['hr']], names + ['ground truth'], num_crops, crop_size)
@@ -322,6 +375,7 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
           'lpips': 'LPIPS-VGG, ' + lpips_path if lpips_path else None,
           'z': 'jax.random.normal(PRNGKey(seed + i), (z_dim,))', 'batch_size': batch_size,
           'device': jax.devices()[0].device_kind, 'captions': pairs['captions'],
+          'prompt_settings': prompts,
       },
       'rows': rows,
       'table': table,
@@ -353,6 +407,9 @@ def define_flags(flags):
                        'data.degradation.hr_size; 0 = the whole stored image.')
   flags.DEFINE_integer('num_crops', 4, '--task=sr: images shown in sr_crops.png.')
   flags.DEFINE_integer('crop_size', 128, '--task=sr: side (HR px) of the centre crops shown.')
+  flags.DEFINE_list('prompts', list(PROMPT_SETTINGS), '--task=sr: prompt settings of '
+                    "text-conditioned models, one row each: 'own' (the image's caption), "
+                    "'other' (another held-out image's), 'empty'.")
 
 
 def main(FLAGS) -> dict:
@@ -360,4 +417,5 @@ def main(FLAGS) -> dict:
   return evaluate_runs(FLAGS.workdir, step=FLAGS.step, out_dir=FLAGS.out,
                        num_images=FLAGS.num_images, lpips_path=FLAGS.lpips_path,
                        batch_size=FLAGS.batch_size, seed=FLAGS.seed, hr_size=FLAGS.hr_size,
-                       num_crops=FLAGS.num_crops, crop_size=FLAGS.crop_size)
+                       num_crops=FLAGS.num_crops, crop_size=FLAGS.crop_size,
+                       prompts=FLAGS.prompts)
