@@ -298,7 +298,8 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
   under, one row each (see the module doc).
 
   Returns the record written to OUT/sr_metrics.json: {'protocol': {...},
-  'rows': [bicubic row, one row per run], 'table': markdown}; see the module doc.
+  'rows': [bicubic row, one row per run (and prompt setting)], 'table': markdown}; see the
+  module doc.
   Raises IncompatibleRunsError when the runs differ in scale or data,
   FileNotFoundError for a missing run, checkpoint or LPIPS file.
   """
