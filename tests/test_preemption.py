@@ -62,7 +62,7 @@ def wait_for_step(procs, workdir, step: int):
   deadline = time.time() + 300
   while logged_step(workdir) < step:
     for proc in procs:
-      assert proc.poll() is None, proc.communicate()[0]
+      assert proc.poll() is None, proc.communicate()[0] or f'exited {proc.returncode}'
     assert time.time() < deadline, f'step {step} not reached in 300 s'
     time.sleep(0.1)
 
@@ -73,9 +73,12 @@ def process_of(launcher: subprocess.Popen, process_id: int) -> int:
   while time.time() < deadline:
     with open(f'/proc/{launcher.pid}/task/{launcher.pid}/children') as f:
       for pid in f.read().split():
-        with open(f'/proc/{pid}/cmdline', 'rb') as cmd:
-          if f'--process_id={process_id}'.encode() in cmd.read().split(b'\0'):
-            return int(pid)
+        try:
+          with open(f'/proc/{pid}/cmdline', 'rb') as cmd:
+            if f'--process_id={process_id}'.encode() in cmd.read().split(b'\0'):
+              return int(pid)
+        except FileNotFoundError:  # a short-lived child (mkdir) that has exited
+          pass
     time.sleep(0.1)
   raise AssertionError(f'launch/local.sh started no process {process_id} within 60 s')
 
@@ -97,17 +100,21 @@ def preempted(tmp_path_factory):
   # On a fresh data_dir: process 0 builds captioned_shapes while process 1 waits
   # (two builders of one data_dir used to collide with FileExistsError).
   fresh_data = str(root / 'fresh_data')
+  log = open(root / 'launcher.log', 'w+')  # a file, not a pipe nobody reads until the end
   launcher = subprocess.Popen(
       ['bash', 'launch/local.sh', '--config=configs/t2i_micro.py', f'--workdir={launched}',
        '--nprocs=2', f'--port={cloud.free_port()}', f'--python={sys.executable}',
        f'--extra={" ".join(ENDLESS)} --config.train.ckpt_every=1 --config.train.keep_last=100 '
        f'--config.data.data_dir={fresh_data}'],
       cwd=conftest.REPO, env=dict(os.environ, XLA_FLAGS=conftest.xla_flags(1)),
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      stdout=log, stderr=subprocess.STDOUT, text=True)
   process_1 = process_of(launcher, 1)
   wait_for_step([launcher], launched, 6)
   os.kill(process_1, signal.SIGTERM)
-  launcher_out, _ = launcher.communicate(timeout=300)
+  launcher.wait(timeout=300)
+  log.seek(0)
+  launcher_out = log.read()
+  log.close()
   first = checkpoints(launched)
 
   # The launched run as if it had been preempted at RESUMED_FROM.
