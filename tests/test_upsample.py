@@ -24,7 +24,6 @@ from flax import linen as nn
 from configs import sr_baselines
 from gigagan_jax import parallel
 from gigagan_jax import upsample
-from gigagan_jax.upsample import SRModel
 from gigagan_jax.config_utils import load_config, validate
 from gigagan_jax.evaluate import sr as sr_eval
 from gigagan_jax.evaluate import sr_metrics
@@ -174,7 +173,7 @@ def test_evaluate_sr_gives_each_prompt_setting_its_own_row(tmp_path):
   psnr = {r['prompt']: r['per_image']['psnr'] for r in rows[1:]}
   assert psnr['own'] != psnr['other'] != psnr['empty'] != psnr['own'], psnr
   assert '| up_run | gigagan | other |' in record['table']
-  model = SRModel.from_run(workdir)
+  model = upsample.SRModel.from_run(workdir)
   pairs = sr_eval.load_pairs(model.config, num_images=4)
   sr, _ = sr_eval.evaluate_model(model, pairs, batch_size=4)
   assert sr_eval.metrics_of(sr, pairs['hr'], 4)['psnr'] == psnr['own']
