@@ -152,6 +152,11 @@ def get_base_config():
   # ---------------------------------------------------------------- training
   t = c.train = ml_collections.ConfigDict()
   t.steps = 1000
+  # Wall-time budget of one invocation's training loop, compilation included:
+  # it stops at the first log step past it and ends as at train.steps (a
+  # checkpoint, samples). Equal-time comparisons of models of different
+  # speed use it. 0 = none.
+  t.max_minutes = 0.0
   # G EMA: a per-step decay (ema_decay > 0; the paper's configs: 0.9999), or
   # else a half-life in images, which keeps its meaning across batch sizes.
   t.ema_decay = 0.0

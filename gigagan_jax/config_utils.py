@@ -383,6 +383,8 @@ def validate(config: ml_collections.ConfigDict, *,
   # so that sizing tools (summary, planner) work without them.
   _require(config.loss.gan in ('logistic', 'hinge', 'lsgan', 'wgan'), 'loss.gan',
            f"must be 'logistic', 'hinge', 'lsgan' or 'wgan', got {config.loss.gan!r}")
+  _require(config.train.get('max_minutes', 0.0) >= 0, 'train.max_minutes',
+           f'is a budget in minutes, 0 = none; got {config.train.get("max_minutes")}')
   decay = config.train.get('ema_decay', 0.0)
   _require(0 <= decay < 1, 'train.ema_decay',
            f'must be in [0, 1) (0: use train.ema_halflife_kimg), got {decay}')

@@ -2,6 +2,9 @@
 fixed batch through the SR train step. (Sharding is the t2i step's machinery,
 tested in test_train.py; compiling the SR step for a second mesh here would cost
 another ~80 s of CI.)"""
+import json
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from gigagan_jax.data import captioned_shapes as cs
 from gigagan_jax.data import degrade
 from gigagan_jax.frozen import lpips
 from gigagan_jax.text.tokenizer import make_tokenizer
+from gigagan_jax.train import loop
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.sr_step import make_sr_train_step
 from gigagan_jax.train.step import batch_ndims, jit_train_step
@@ -135,3 +139,19 @@ def test_sr_config_errors_name_the_field():
   config.upsampler.kernel_sizes = (9, 5)
   with pytest.raises(ConfigError, match='upsampler.kernel_sizes'):
     validate(config)
+
+
+def test_a_run_without_d_stops_at_its_time_budget_as_at_its_last_step(micro_data_dir, tmp_path):
+  """SRCNN (no D, so no R1 among its metrics) through the training loop on the micro
+  data, with train.max_minutes already spent at the first log step: the run ends
+  there as at train.steps, with that step logged, saved and sampled."""
+  config = small(load_config('configs/sr_baselines.py:srcnn'))
+  config.data.data_dir = micro_data_dir
+  config.data.resolution, config.data.num_examples = 32, 256  # t2i_micro's data
+  config.train.steps, config.train.log_every, config.train.max_minutes = 100, 2, 1e-6
+  workdir = tmp_path / 'run'
+  last = loop.train(config, str(workdir), devices=jax.devices()[:1])
+  lines = [json.loads(line) for line in open(workdir / 'metrics.jsonl')]
+  assert [line['step'] for line in lines] == [2] and 'r1' not in last, lines
+  assert os.listdir(workdir / 'checkpoints') == ['2']
+  assert sorted(os.listdir(workdir / 'samples')) == ['step_0000000.png', 'step_0000002.png']

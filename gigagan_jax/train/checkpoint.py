@@ -46,9 +46,9 @@ def diff_configs(saved: dict, current: dict, prefix: str = '',
 # Fields that may change between a run and its resumption (how long, how
 # often to log/save, fault injection, the mesh it runs on) without making it
 # another experiment.
-RESUMABLE_FIELDS = ('mesh.', 'train.steps', 'train.log_every', 'train.sample_every', 'train.ckpt_every',
-                    'train.keep_last', 'train.keep_every', 'train.inject_nan_steps',
-                    'train.inject_nan_g_steps')
+RESUMABLE_FIELDS = ('mesh.', 'train.steps', 'train.max_minutes', 'train.log_every',
+                    'train.sample_every', 'train.ckpt_every', 'train.keep_last',
+                    'train.keep_every', 'train.inject_nan_steps', 'train.inject_nan_g_steps')
 
 
 def with_added_defaults(saved: dict) -> dict:

@@ -126,6 +126,14 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def _budget_spent(t_start: float, max_minutes: float) -> bool:
+  """Whether train.max_minutes have passed since t_start; process 0's clock decides for all."""
+  spent = time.perf_counter() - t_start >= 60 * max_minutes
+  if jax.process_count() > 1:
+    spent = bool(multihost_utils.broadcast_one_to_all(np.bool_(spent)))
+  return spent
+
+
 def train(config, workdir: str, *, allow_config_change: bool = False, make_iterator=None,
           devices=None) -> dict:
   """Trains until config.train.steps; returns the last logged metrics.
@@ -268,7 +276,8 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
     step = int(state['step'])
     start_step, last_saved, last_metrics, pending, last_r1 = step, step, {}, None, None
     restored_from = None  # checkpoint restored after non-finite steps
-    t_log, step_at_log = time.perf_counter(), step
+    t_loop = t_log = time.perf_counter()
+    step_at_log = step
     batch_size = config.data.batch_size
     if step == 0:
       write_samples(0)
@@ -280,7 +289,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
       # lazy R1: the host picks the compiled variant, from its own step count
       r1_due = step_fn.r1_due(step)
       state, metrics = step_fn(state, batch, frozen, r1_due)
-      if r1_due or last_r1 is None:
+      if 'r1' in metrics and (r1_due or last_r1 is None):  # no D, no 'r1'
         last_r1 = metrics['r1']  # logged until the next R1 step, not the 0 of the steps between
       step += 1
 
@@ -304,7 +313,8 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
       pending = metrics
 
       if step % tcfg.log_every == 0 or step == tcfg.steps:
-        last_metrics = {k: float(v) for k, v in jax.device_get(dict(metrics, r1=last_r1)).items()}
+        last_metrics = {k: float(v) for k, v in jax.device_get(
+            metrics if last_r1 is None else dict(metrics, r1=last_r1)).items()}
         last_metrics['total_skips'] = int(state['total_skips'])
         now = time.perf_counter()
         rate = (step - step_at_log) * batch_size / max(now - t_log, 1e-9)
@@ -336,6 +346,10 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
         _say(f'preempted (SIGTERM): saved checkpoint {step} to {ckpt.directory}; '
              'run the same command to resume')
         return last_metrics
+      if (tcfg.max_minutes and step % tcfg.log_every == 0 and
+          _budget_spent(t_loop, tcfg.max_minutes)):
+        _say(f'time budget spent: {tcfg.max_minutes:g} min (train.max_minutes) at step {step}')
+        break
 
     # ------------------------------------------------------------------ end
     if step > start_step:
