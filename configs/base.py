@@ -62,7 +62,10 @@ def get_base_config():
   g.attn_mlp_ratio = 4               # feed-forward after attention; 0 = none
   g.attn_residual_gain = 0.1         # open question 5 ("small gain")
   g.attn_w_token = True              # w joins self-attention as an extra token
-  g.conv_impl = 'fused'              # 'fused' | 'grouped' (see nn/modulated_conv.py)
+  g.conv_impl = 'auto'               # 'auto' (per layer) | 'fused' | 'grouped' (nn/modulated_conv.py)
+  # Recompute each synthesis layer's activations in the backward pass:
+  # 'none' | 'full' | 'convs' (nn/remat.py; `python -m gigagan_jax.plan` shows the saving).
+  g.remat = 'none'
   g.pyramid_levels = 5               # outputs at R, R/2, ..., R/2**(levels-1)
   g.text_encoder = text_encoder_config(dim=512, layers=2, heads=4)
   g.dtype = 'float32'                # compute dtype; 'bfloat16' on accelerators
@@ -82,6 +85,7 @@ def get_base_config():
   # 'last': the final stage only (with generator.pyramid_levels = 1, a
   # single-scale discriminator: the ablation baseline).
   d.exits = 'all'
+  d.remat = 'none'                   # per stage, as generator.remat
   d.dtype = 'float32'
   d.param_dtype = 'float32'
 

@@ -57,10 +57,20 @@ def num_scales(resolution: int) -> int:
   return int(math.log2(resolution)) - 1
 
 
-def _check_dtypes(block, name: str):
+CONV_IMPLS = ('auto', 'fused', 'grouped')   # nn/modulated_conv.py
+REMAT_POLICIES = ('none', 'full', 'convs')  # nn/remat.py
+
+
+def _check_compute(block, name: str):
+  """How a model block computes: dtypes, modulated-conv form, rematerialisation."""
   for field in ('dtype', 'param_dtype'):
     _require(block[field] in ('float32', 'bfloat16', 'float16'), f'{name}.{field}',
              f"must be 'float32', 'bfloat16' or 'float16', got {block[field]!r}")
+  if 'conv_impl' in block:
+    _require(block.conv_impl in CONV_IMPLS, f'{name}.conv_impl',
+             f'must be one of {CONV_IMPLS}, got {block.conv_impl!r}')
+  _require(block.get('remat', 'none') in REMAT_POLICIES, f'{name}.remat',
+           f'must be one of {REMAT_POLICIES}, got {block.get("remat")!r}')
 
 
 def _validate_generator(g, data) -> int:
@@ -81,7 +91,7 @@ def _validate_generator(g, data) -> int:
   for field in ('self_attn_resolutions', 'cross_attn_resolutions'):
     bad = set(g[field]) - scales
     _require(not bad, f'generator.{field}', f'{sorted(bad)} not among the scales {sorted(scales)}')
-  _check_dtypes(g, 'generator')
+  _check_compute(g, 'generator')
   for ch in g.channels:
     _require(ch % g.attn_heads == 0, 'generator.attn_heads',
              f'{g.attn_heads} heads must divide every channel width, not {ch}')
@@ -135,8 +145,8 @@ def check_upsampler(cfg) -> None:
           f'must be one of {STYLE_INITS}, got {cfg.style_init!r}')
   require(cfg.residual_base in RESIDUAL_BASES, 'residual_base',
           f'must be one of {RESIDUAL_BASES}, got {cfg.residual_base!r}')
-  require(cfg.conv_impl in ('fused', 'grouped'), 'conv_impl',
-          f"must be 'fused' or 'grouped', got {cfg.conv_impl!r}")
+  require(cfg.conv_impl in CONV_IMPLS, 'conv_impl',
+          f'must be one of {CONV_IMPLS}, got {cfg.conv_impl!r}')
   for field in ('dtype', 'param_dtype'):
     require(cfg[field] in ('float32', 'bfloat16', 'float16'), field,
             f"must be 'float32', 'bfloat16' or 'float16', got {cfg[field]!r}")
@@ -209,7 +219,7 @@ def _validate_discriminator(d, r: int):
   bad = set(d.self_attn_resolutions) - {4 * 2**i for i in range(n)}
   _require(not bad, 'discriminator.self_attn_resolutions',
            f'{sorted(bad)} not among the scales {sorted(4 * 2**i for i in range(n))}')
-  _check_dtypes(d, 'discriminator')
+  _check_compute(d, 'discriminator')
   for ch in d.channels:
     _require(ch % d.attn_heads == 0, 'discriminator.attn_heads',
              f'{d.attn_heads} heads must divide every channel width, not {ch}')

@@ -1,7 +1,7 @@
 """Memory planner: does a config's train step fit a mesh of accelerators?
 
   python -m gigagan_jax.plan --config=configs/t2i_paper.py \
-      --mesh=data:4,fsdp:16,tensor:1 --device_memory=95GiB [--batch_size=256]
+      --mesh=data:4,fsdp:16,tensor:1 --device_memory=95GiB [--batch_size=256] [--json]
 
 Compiles the real train step (the one `python -m gigagan_jax.train` runs)
 for the requested mesh on fake CPU devices, so no accelerator is needed, and
@@ -14,12 +14,15 @@ reports per device:
     (donated) buffers and temporaries (activations, gradients);
   - the peak estimate (arguments + outputs - aliased + temporaries), whether
     it fits --device_memory, and the largest contributors.
+--json prints the same as one JSON object (plan()'s dict, byte figures in
+bytes), for scripts and sweeps that compare plans.
 XLA:CPU's buffer assignment is not the GPU's or TPU's, so temporaries are an
 estimate (fusion differs); parameter and optimiser bytes are exact.
 Without backbone weights (paper config) the frozen CLIP text tower is planned
 from its shapes (ViT-L/14 text: 12 layers, width config.text.feature_dim);
 without loss.clip_dir the CLIP of the losses is OpenAI ViT-B/32's shapes.
 """
+import json
 import math
 import os
 import re
@@ -33,6 +36,8 @@ from ml_collections import config_flags
 from gigagan_jax import parallel
 from gigagan_jax import runtime
 from gigagan_jax.config_utils import validate
+from gigagan_jax.models.build import example_g_inputs
+from gigagan_jax.nn.modulated_conv import chosen_impls
 from gigagan_jax.text import backbone as backbone_lib
 from gigagan_jax.text import clip
 from gigagan_jax.text.tokenizer import make_tokenizer
@@ -123,8 +128,10 @@ def plan(config, mesh_axes: dict, device_memory: int | None = None,
 
   Returns {'devices', 'batch_size', 'state': {part: bytes}, 'backbone',
   'frozen': {'clip'?, 'vision_aided'?: bytes}, 'vision_aided_heads' (bytes, within D),
-  'largest': [(leaf path, bytes)], and when compiled 'xla': {...}, 'peak',
-  'fits' (None without device_memory)}; every byte figure is per device.
+  'largest': [(leaf path, bytes)], 'conv_impl': {G layer: 'fused' | 'grouped'},
+  'remat': {'generator', 'discriminator': policy}, and when compiled 'xla':
+  {...}, 'flops' (XLA's count for one step), 'peak', 'fits' (None without
+  device_memory)}; every byte and FLOP figure is per device.
   """
   n = math.prod(mesh_axes.values())
   config = config.copy_and_resolve_references()
@@ -165,7 +172,10 @@ def plan(config, mesh_axes: dict, device_memory: int | None = None,
                     for k, v in frozen_abs.items() if k != 'backbone'},
          'clip_name': clip_cfg.name if clip_cfg is not None else '',
          'vision_aided_heads': va_heads,
-         'largest': sorted(leaves, key=lambda kv: -kv[1])[:8]}
+         'largest': sorted(leaves, key=lambda kv: -kv[1])[:8],
+         'conv_impl': chosen_impls(parts.g.init, jax.random.key(0),
+                                   *example_g_inputs(config, 2, feature_dim)),
+         'remat': {k: config[k].get('remat', 'none') for k in ('generator', 'discriminator')}}
   if not compile_step:
     return out
 
@@ -180,11 +190,13 @@ def plan(config, mesh_axes: dict, device_memory: int | None = None,
                for k, (s, d) in shapes.items()}
   step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone,
                                         clip_cfg), parts.shardings, mesh, ndims)
-  mem = step.lower(parts.abstract, batch_abs, frozen_abs).compile().memory_analysis()
+  compiled = step.lower(parts.abstract, batch_abs, frozen_abs).compile()
+  mem, cost = compiled.memory_analysis(), compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla = {k: int(getattr(mem, f'{k}_size_in_bytes')) for k in
          ('argument', 'output', 'alias', 'temp', 'generated_code')}
   peak = xla['argument'] + xla['output'] - xla['alias'] + xla['temp']
-  out.update(xla=xla, peak=peak, device_memory=device_memory,
+  out.update(xla=xla, flops=float(cost.get('flops', 0.0)), peak=peak, device_memory=device_memory,
              fits=None if device_memory is None else peak <= device_memory)
   return out
 
@@ -219,6 +231,11 @@ def format_plan(p: dict) -> str:
       lines[-1] += (f'  of {human(p["device_memory"]).strip()}: ' +
                     ('FITS' if p['fits'] else 'DOES NOT FIT') +
                     f' ({100 * p["peak"] / p["device_memory"]:.0f}%)')
+  impls = list(p['conv_impl'].values())
+  lines += ['', f'modulated convs of G: {impls.count("fused")} fused, {impls.count("grouped")} '
+            f'grouped; remat: G {p["remat"]["generator"]}, D {p["remat"]["discriminator"]}']
+  if 'flops' in p:
+    lines[-1] += f'; {p["flops"] / 1e12:.3f} TFLOP per step per device (XLA)'
   lines += ['', 'largest state arrays per device:']
   lines += [f'  {human(b)}  {name}' for name, b in p['largest']]
   return '\n'.join(lines)
@@ -232,6 +249,8 @@ def define_flags():
   flags.DEFINE_integer('batch_size', None, 'Global batch; default: the config\'s data.batch_size.')
   flags.DEFINE_bool('compile', True, 'Compile the step for XLA\'s memory analysis (slow for big '
                     'models); --nocompile reports the state bytes only.')
+  flags.DEFINE_bool('json', False, 'Print the plan as one JSON object (bytes per device) '
+                    'instead of the table; progress goes to stderr.')
   flags.mark_flags_as_required(['config'])
 
 
@@ -250,8 +269,10 @@ def main(argv):
     config.data.batch_size = f.batch_size
   if f.compile:
     print(f'compiling the train step for {mesh_axes} on fake CPU devices '
-          '(large models take minutes) ...', flush=True)
-  print(format_plan(plan(config, mesh_axes, device_memory, compile_step=f.compile)))
+          '(large models take minutes) ...', file=sys.stderr if f.json else sys.stdout,
+          flush=True)
+  p = plan(config, mesh_axes, device_memory, compile_step=f.compile)
+  print(json.dumps(p) if f.json else format_plan(p))
 
 
 if __name__ == '__main__':

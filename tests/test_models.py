@@ -12,6 +12,7 @@ from gigagan_jax.config_utils import load_config, validate
 from gigagan_jax.models.build import abstract_variables, build_models
 from gigagan_jax.models.discriminator import logit_name
 from gigagan_jax.models.generator import mix_scales, per_scale
+from gigagan_jax.nn.modulated_conv import chosen_impls
 from gigagan_jax.text.tokenizer import make_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,8 +20,10 @@ PROMPTS = ['a red circle at the top left', 'two blue squares on a yellow backgro
            'a small green star', 'three purple triangles']
 
 
-def _setup(dtype='float32', config_file='configs/t2i_tiny.py'):
-  config = validate(load_config(config_file))
+def _setup(dtype='float32', config_file='configs/t2i_tiny.py', edit=lambda config: None):
+  config = load_config(config_file)
+  edit(config)
+  config = validate(config)
   config.generator.dtype = config.discriminator.dtype = dtype
   tokenizer = make_tokenizer(config.text)
   g, d = build_models(config, tokenizer.vocab_size)
@@ -176,6 +179,43 @@ def test_bfloat16_compute_with_float32_params_tracks_float32():
   # Gradients flow in bf16 too.
   grads = jax.jit(jax.grad(lambda p: jnp.mean(g16.apply(p, z, text)[0] ** 2)))(g_vars)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(grads))
+
+
+def test_auto_conv_impl_mixes_both_forms_with_their_numerics():
+  """conv_impl='auto', the default, picks the form per layer (modulated_conv.choose_impl):
+  t2i_micro's G with banks of 2 gets both, and draws what G all-'fused' and G
+  all-'grouped' draw."""
+  def banks_of_two(config):
+    config.generator.kernel_bank = (2, 2, 2, 2)
+  config, g, _, g_vars, _, z, text = _setup('float32', 'configs/t2i_micro.py', banks_of_two)
+  assert config.generator.conv_impl == 'auto'
+  assert set(chosen_impls(g.init, jax.random.key(1), z, text).values()) == {'fused', 'grouped'}
+  programs, images = {}, {}
+  for impl in ('auto', 'fused', 'grouped'):
+    config.generator.conv_impl = impl
+    g = build_models(config, make_tokenizer(config.text).vocab_size)[0]
+    programs[impl] = str(jax.make_jaxpr(g.apply)(g_vars, z, text))
+    images[impl] = jax.jit(g.apply)(g_vars, z, text)[0]
+  assert len(set(programs.values())) == 3  # 'auto' is neither form throughout
+  for impl in ('fused', 'grouped'):
+    np.testing.assert_allclose(images['auto'], images[impl], atol=1e-4, rtol=1e-4)
+
+
+def test_remat_policies_keep_the_gradients():
+  """generator.remat and discriminator.remat recompute activations in the
+  backward pass (nn/remat.py): same parameters, same gradients of G and D."""
+  config, g, d, g_vars, d_vars, z, text = _setup('float32', 'configs/t2i_micro.py')
+
+  def grads(policy):
+    config.generator.remat = config.discriminator.remat = policy
+    g, d = build_models(config, make_tokenizer(config.text).vocab_size)
+    loss = lambda gv, dv: sum(jnp.mean(v) for v in d.apply(dv, g.apply(gv, z, text), text).values())
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(g_vars, d_vars)
+
+  ref = grads('none')
+  for policy in ('full', 'convs'):
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(grads(policy))):
+      assert float(jnp.linalg.norm(a - b)) <= 1e-4 * float(jnp.linalg.norm(a)) + 1e-7, policy
 
 
 # What one forward pass of t2i_tiny (4 images at 32 px) may cost, in XLA's

@@ -7,6 +7,7 @@ from flax import linen as nn
 
 from gigagan_jax.nn import (CrossAttention, ModulatedConv, SelfAttention, blur, downsample2d,
                             minibatch_std, upsample2d)
+from gigagan_jax.nn.modulated_conv import choose_impl
 
 
 def _init_apply(module, *args):
@@ -58,6 +59,13 @@ def test_fused_formulation_equals_grouped():
   y_grouped = ModulatedConv(24, 3, 5, impl='grouped').apply(variables, x, w)
   y_fused = ModulatedConv(24, 3, 5, impl='fused').apply(variables, x, w)
   np.testing.assert_allclose(np.asarray(y_fused), np.asarray(y_grouped), atol=2e-4, rtol=1e-4)
+
+
+def test_auto_form_is_the_one_with_the_smaller_buffer_per_sample():
+  """'grouped' keeps a k*k*Cin*Cout kernel per sample, 'fused' an H*W*N*Cout output."""
+  assert choose_impl((8, 64, 64, 32), (4, 3, 3, 32, 32)) == 'grouped'  # 288 < 16384 values/Cout
+  assert choose_impl((8, 4, 4, 512), (4, 3, 3, 512, 512)) == 'fused'   # 4608 > 64
+  assert choose_impl((8, 64, 64, 32), (1, 3, 3, 32, 32)) == 'fused'    # a bank of one
 
 
 def test_kernel_selection_depends_on_style():

@@ -1,4 +1,5 @@
 """The memory planner: per-device state bytes follow the mesh; XLA's analysis is read."""
+import json
 import os
 import re
 import subprocess
@@ -51,27 +52,27 @@ def test_cli_compiles_and_says_whether_it_fits():
 
 
 def test_nocompile_gives_the_paper_size_state_split_by_fsdp():
-  """`plan --nocompile` for configs/t2i_paper.py on fsdp 8: state bytes from shapes alone.
+  """`plan --nocompile --json` for configs/t2i_paper.py on fsdp 8: state bytes from shapes
+  alone, as one JSON object.
 
   models.summary (README): G 682.8M float32 parameters; Adam keeps mu and nu.
   """
   out = subprocess.run([sys.executable, '-m', 'gigagan_jax.plan', '--config=configs/t2i_paper.py',
-                        '--mesh=data:1,fsdp:8,tensor:1', '--nocompile'],
+                        '--mesh=data:1,fsdp:8,tensor:1', '--nocompile', '--json'],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert 'compiling' not in out.stdout and 'XLA memory analysis' not in out.stdout
-  mib = lambda name: _mib(re.search(rf'{name}\s+([\d.]+ \w+)', out.stdout).group(1))
-  g_unsharded = 682.8e6 * 4 / 2**20
-  assert 0.125 <= mib('G params') / g_unsharded < 0.14
-  assert mib('G optimiser') == pytest.approx(2 * mib('G params'), rel=0.02)
-  assert mib('G_ema params') == pytest.approx(mib('G params'), rel=1e-3)
+  p = json.loads(out.stdout)
+  assert 'xla' not in p and p['devices'] == 8 and p['mesh']['fsdp'] == 8
+  state = p['state']
+  assert 0.125 <= state['g'] / (682.8e6 * 4) < 0.14
+  assert state['g_opt'] == pytest.approx(2 * state['g'], rel=0.02)
+  assert state['ema'] == state['g']
   # The losses on a frozen CLIP ViT-B/32, from shapes (no loss.clip_dir), in
   # bfloat16 (the paper config's compute dtype), replicated: both towers
   # (151.3M params) and the vision-aided tower + projection (88.0M;
   # frozen.sizes, tests/test_frozen.py).
-  assert mib('frozen CLIP towers') == pytest.approx(151_277_312 * 2 / 2**20, rel=1e-3)
-  assert mib('frozen vision-aided') == pytest.approx(88_045_056 * 2 / 2**20, rel=1e-3)
-  assert 0 < mib('vision-aided heads') < 0.01 * mib('D params')
+  assert p['frozen'] == {'clip': 151_277_312 * 2, 'vision_aided': 88_045_056 * 2}
+  assert 0 < p['vision_aided_heads'] < 0.01 * state['d']
 
 
 @pytest.mark.parametrize('text, want', [('16GiB', 16 * 2**30), ('80GB', 80 * 10**9),

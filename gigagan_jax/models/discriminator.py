@@ -30,6 +30,7 @@ from gigagan_jax.nn.blocks import ResidualDownBlock
 from gigagan_jax.nn.equalized import EqualConv, EqualDense, lrelu
 from gigagan_jax.nn.minibatch_std import minibatch_std
 from gigagan_jax.nn.modulated_conv import ModulatedConv
+from gigagan_jax.nn.remat import remat
 from gigagan_jax.parallel import to_dtype
 from gigagan_jax.text.encoder import TextEncoder
 
@@ -109,7 +110,8 @@ class Discriminator(nn.Module):
     ch = list(reversed(cfg.channels))
     self.from_rgb = [EqualConv(ch[k], 1, dtype=dtype, param_dtype=pdtype, name=f'from_rgb{r}')
                      for k, r in enumerate(self.stage_res[:self.levels])]
-    self.stages = [Stage(ch[min(k + 1, n - 1)], r in cfg.self_attn_resolutions, final=(r == 4),
+    stage_cls = remat(Stage, cfg.get('remat', 'none'), static_argnums=(2,))  # segments: a Python int
+    self.stages = [stage_cls(ch[min(k + 1, n - 1)], r in cfg.self_attn_resolutions, final=(r == 4),
                          cfg=cfg, name=f'stage{r}') for k, r in enumerate(self.stage_res)]
     self.heads = [PredictionHead(cfg.head_layers, dtype, pdtype, name=f'head{r}')
                   for r in self.stage_res]
@@ -146,7 +148,7 @@ class Discriminator(nn.Module):
         new = lrelu(self.from_rgb[k](pyramid[k].astype(dtype)))
         h = new if h is None else jnp.concatenate([h, new], axis=0)
         entries.append(self.stage_res[k])
-      h = stage(h, segments=len(entries))
+      h = stage(h, len(entries))  # positional: static under remat
       out_res = h.shape[1]
       if self.cfg.get('exits', 'all') == 'last' and k < len(self.stages) - 1:
         continue  # single-scale-output ablation: predict at the final stage only

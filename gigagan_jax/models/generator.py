@@ -26,6 +26,7 @@ from gigagan_jax.nn.attention import CrossAttention, SelfAttention
 from gigagan_jax.nn.equalized import EqualDense, lrelu
 from gigagan_jax.nn.fir import upsample2d
 from gigagan_jax.nn.modulated_conv import ModulatedConv
+from gigagan_jax.nn.remat import remat
 from gigagan_jax.parallel import to_dtype
 from gigagan_jax.text.encoder import TextEncoder
 
@@ -128,12 +129,13 @@ class Generator(nn.Module):
     self.mapping = MappingNetwork(cfg.w_dim, cfg.mapping_layers, cfg.mapping_lr_mul, pdtype)
     self.const = self.param('const', nn.with_logical_partitioning(
         nn.initializers.normal(1.0), (None, None, 'conv_out')), (4, 4, cfg.channels[0]), pdtype)
+    layer_cls = remat(SynthesisLayer, cfg.get('remat', 'none'))
     layers, to_rgb = [], []
     for s in range(self.num_scales):
       res = 4 * 2**s
       scale_layers = []
       for i in range(cfg.convs_per_scale[s]):
-        scale_layers.append(SynthesisLayer(
+        scale_layers.append(layer_cls(
             cfg.channels[s], cfg.kernel_bank[s], up=(s > 0 and i == 0),
             self_attn=res in cfg.self_attn_resolutions,
             cross_attn=res in cfg.cross_attn_resolutions, cfg=cfg, name=f'b{res}_layer{i}'))

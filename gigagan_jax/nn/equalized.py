@@ -10,6 +10,9 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax.ad_checkpoint import checkpoint_name
+
+from gigagan_jax.nn.remat import CONV_OUT
 
 
 def lrelu(x, alpha: float = 0.2, gain: float = math.sqrt(2)):
@@ -76,4 +79,4 @@ class EqualConv(nn.Module):
       bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('conv_out',)),
                         (self.features,), self.param_dtype)
       y = y + bias.astype(self.dtype)
-    return y
+    return checkpoint_name(y, CONV_OUT)  # what remat policy 'convs' keeps

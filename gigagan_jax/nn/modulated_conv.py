@@ -5,7 +5,8 @@ affine layer of w gives N logits; their softmax mixes the bank into one
 kernel, which is then modulated by a second affine of w (per input channel)
 and demodulated (per output channel) as in StyleGAN2.
 
-Two equivalent formulations (config `generator.conv_impl`):
+Two equivalent formulations (config `generator.conv_impl`, or 'auto': the
+cheaper one per layer, `choose_impl`):
 - 'grouped': build each sample's kernel [B, k, k, Cin, Cout] and run a
   batched (grouped) conv. FLOPs of one conv; memory of B kernels.
 - 'fused': scale the *input* by the style, convolve with the whole bank at
@@ -14,21 +15,60 @@ Two equivalent formulations (config `generator.conv_impl`):
   weights (plain convs shard and fuse well) at N times the conv FLOPs. The
   demodulation norm of the mixed kernel is a quadratic form in the mixing
   weights, computed from a [N, N, Cin, Cout] Gram tensor of the bank.
+For a bank of one the fused form is StyleGAN2's modulate-convolve-demodulate
+with one shared kernel: no extra FLOPs and no per-sample kernel.
 """
 import math
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 from flax import linen as nn
 
 from gigagan_jax.nn.equalized import EqualDense, equalized_param
 from gigagan_jax.nn.fir import upsample2d
+from gigagan_jax.nn.remat import CONV_OUT
 
 _DN = ('NHWC', 'HWIO', 'NHWC')
 
 
 def _conv(x, kernel):
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=_DN)
+
+
+def choose_impl(x_shape, bank_shape) -> str:
+  """The cheaper formulation of one layer: x [B, H, W, Cin] (after any
+  upsampling), bank [N, k, k, Cin, Cout].
+
+  Per sample, 'grouped' holds a k*k*Cin*Cout kernel and does the conv's FLOPs
+  once; 'fused' holds an H*W*N*Cout output and does them N times. So 'fused'
+  for a bank of one (same FLOPs, no kernel) and wherever its output is the
+  smaller buffer (low resolution, wide layers, where FLOPs are few anyway);
+  'grouped' where the image is large next to the kernel, which saves both.
+  """
+  _, h, w, _ = x_shape
+  n, k, _, cin, _ = bank_shape
+  return 'fused' if n == 1 or k * k * cin > h * w * n else 'grouped'
+
+
+def chosen_impls(fn, *args) -> dict:
+  """{module path: 'fused' | 'grouped'} of every ModulatedConv that fn(*args)
+  calls (e.g. a model's init), traced abstractly: nothing is computed."""
+  chosen = {}
+
+  def record(call, args, kwargs, context):
+    m = context.module
+    if isinstance(m, ModulatedConv) and context.method_name == '__call__':
+      b, h, w, cin = args[0].shape
+      up = 2 if m.up else 1
+      impl = m.impl if m.impl != 'auto' else choose_impl(
+          (b, h * up, w * up, cin), (m.bank_size, m.kernel_size, m.kernel_size, cin, m.features))
+      chosen['/'.join(m.scope.path)] = impl
+    return call(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(fn, *args)
+  return chosen
 
 
 def grouped_modulated_conv(x, bank, mix, style, demodulate: bool, eps: float = 1e-8):
@@ -79,7 +119,7 @@ class ModulatedConv(nn.Module):
   bank_size: int = 1
   up: bool = False
   demodulate: bool = True
-  impl: str = 'fused'
+  impl: str = 'auto'                 # config_utils.CONV_IMPLS
   zero_init: bool = False
   zero_style: bool = False
   dtype: jnp.dtype = jnp.float32
@@ -103,8 +143,9 @@ class ModulatedConv(nn.Module):
     x = x.astype(self.dtype)
     if self.up:
       x = upsample2d(x)
-    conv = {'grouped': grouped_modulated_conv, 'fused': fused_modulated_conv}[self.impl]
+    impl = choose_impl(x.shape, bank.shape) if self.impl == 'auto' else self.impl
+    conv = {'grouped': grouped_modulated_conv, 'fused': fused_modulated_conv}[impl]
     y = conv(x, bank, mix.astype(self.dtype), style.astype(self.dtype), self.demodulate)
     bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('conv_out',)),
                       (self.features,), self.param_dtype)
-    return y + bias.astype(self.dtype)
+    return checkpoint_name(y + bias.astype(self.dtype), CONV_OUT)

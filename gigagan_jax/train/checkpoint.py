@@ -44,11 +44,13 @@ def diff_configs(saved: dict, current: dict, prefix: str = '',
 
 
 # Fields that may change between a run and its resumption (how long, how
-# often to log/save, fault injection, the mesh it runs on) without making it
-# another experiment.
+# often to log/save, fault injection, the mesh it runs on, how the same
+# functions are computed) without making it another experiment.
 RESUMABLE_FIELDS = ('mesh.', 'train.steps', 'train.max_minutes', 'train.log_every',
                     'train.sample_every', 'train.ckpt_every', 'train.keep_last',
-                    'train.keep_every', 'train.inject_nan_steps', 'train.inject_nan_g_steps')
+                    'train.keep_every', 'train.inject_nan_steps', 'train.inject_nan_g_steps',
+                    'generator.conv_impl', 'upsampler.conv_impl', 'generator.remat',
+                    'discriminator.remat')
 
 
 def with_added_defaults(saved: dict) -> dict:
