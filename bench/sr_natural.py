@@ -1,33 +1,39 @@
 r"""4x super-resolution on natural images: GigaGAN's tiny upsampler and SRCNN vs bicubic.
 
-  python bench/sr_natural.py --root=runs/sr_natural --steps=1500      # the real run
-  python bench/sr_natural.py --root=/tmp/sr_smoke --steps=5            # smoke (minutes on CPU)
+  python bench/sr_natural.py --root=runs/sr_natural --minutes=8       # the README table
+  python bench/sr_natural.py --root=/tmp/sr_smoke --steps=5 --gan_steps=5 --gan_ramp=2  # smoke
 
-Issue 7, acceptance 2: does the upsampler beat bicubic on held-out natural
-images? Stages (each prints the command it runs; re-running skips finished
-stages, --overwrite_data / a fresh --root starts over):
+Does the upsampler beat bicubic and SRCNN on natural images and captions it
+never saw? Stages (each prints the command it runs; re-running resumes
+finished runs, --overwrite_data / a fresh --root starts over):
 
   1. images   scikit-image's bundled sample images (no download) written to
               ROOT/src as PNG + .txt caption sidecars: 14 for training
               (rocket, hubble_deep_field, retina, immunohistochemistry,
               brick, grass, gravel, colorwheel, camera, coins, moon, page,
-              text, logo), 3 held out (astronaut, coffee, chelsea).
+              text, logo), and 13 held-out 256 px crops of 4 photos that
+              training never sees (astronaut, chelsea, coffee and
+              stereo_motorcycle at their own size), each with its own caption.
   2. data     `image_folder` prepared at --resolution (256) px in ROOT/data
               with test_fraction 0.5. image_folder puts a file in 'test' when
               crc32(its relative path) / 2**32 < test_fraction; the file
-              names here carry a numeric suffix chosen so that exactly the 3
-              held-out images hash into 'test' and the 14 others into
-              'train' (one data_dir, the stock builder, and the split is
-              checked after the build).
-  3. train    each of --models (MODELS below: up_tiny as configured, with
-              its small GAN term; up_tiny_psnr, the same model on the pixel
-              loss alone; SRCNN), --steps each, on random --hr_size (64) px
-              HR crops with their bicubic 4x LR inputs (16 px), random flips
-              on; one `python -m gigagan_jax.train` per model (ROOT/<name>).
+              names here carry a numeric suffix chosen so that exactly the
+              held-out crops hash into 'test' and the 14 others into 'train'
+              (one data_dir, the stock builder, and the split is checked
+              after the build).
+  3. train    each of --models (MODELS below), at most --steps each and, with
+              --minutes, for that wall time each (equal-time comparisons), on
+              random --hr_size (64) px HR crops with their bicubic 4x LR
+              inputs (16 px), random flips on; one `python -m
+              gigagan_jax.train` per model (ROOT/<name>). up_tiny_gan copies
+              up_tiny_psnr's run and continues it for --gan_steps with the GAN
+              term ramped in.
   4. evaluate `python -m gigagan_jax.evaluate --task=sr` on the runs with
-              --eval_hr_size (0: the whole 256 px held-out images, 64 px LR
+              --eval_hr_size (0: the whole 256 px held-out crops, 64 px LR
               inputs, 4x): the PSNR/SSIM (Y, 4 px border) table vs bicubic,
-              written to ROOT/eval/sr_table.md, sr_metrics.json, sr_crops.png.
+              the text-conditioned models under each prompt setting (own
+              caption, another crop's, empty), written to
+              ROOT/eval/sr_table.md, sr_metrics.json, sr_crops.png.
 
 Grayscale samples (camera, coins, moon, page, text) become 3 equal channels;
 page and text are smaller than 256 px and get upscaled (image_folder's
@@ -35,7 +41,9 @@ report says so): blurry training targets, kept because 14 images is little.
 Extra training overrides for every model: --override=--config.optim.g_lr=...
 (repeatable).
 """
+import json
 import os
+import shutil
 import subprocess
 import sys
 import zlib
@@ -65,30 +73,64 @@ TRAIN = {  # skimage.data function -> caption
     'text': 'a photo of handwritten and printed text on a sign',
     'logo': 'the scikit-image logo',
 }
+# Held out: 256 px crops of photos at their own size, each with its own
+# caption (crop name -> (photo, top, left, caption)); 13 crops of 4 photos that
+# training never sees. A photo is a skimage.data function, or 'motorcycle': the
+# left view of stereo_motorcycle.
 HELD_OUT = {
-    'astronaut': 'a portrait photo of an astronaut in a space suit with a flag',
-    'coffee': 'a cup of coffee on a saucer',
-    'chelsea': 'a photo of a tabby cat',
+    'astronaut_flag': ('astronaut', 0, 0,
+                       'an American flag beside the smiling face of a woman astronaut'),
+    'astronaut_shuttle': ('astronaut', 0, 256,
+                          'a model of the space shuttle beside the collar of a space suit'),
+    'astronaut_patch': ('astronaut', 256, 0, 'an orange space suit with a round mission patch'),
+    'astronaut_helmet': ('astronaut', 256, 256,
+                         'a black space helmet beside an orange space suit with a name tag'),
+    'chelsea_eye': ('chelsea', 22, 40, 'the green eye and striped fur of a tabby cat'),
+    'chelsea_nose': ('chelsea', 44, 195, 'the pink nose and green eye of a tabby cat'),
+    'coffee_cup': ('coffee', 72, 60, 'a cup of espresso in a red cup on a saucer'),
+    'coffee_spoon': ('coffee', 110, 300, 'a silver spoon on a red saucer on a wooden table'),
+    'motorcycle_bench': ('motorcycle', 0, 0, 'a wooden bench and a bicycle in a garage'),
+    'motorcycle_seat': ('motorcycle', 100, 100, 'the black seat of a red motorcycle'),
+    'motorcycle_tank': ('motorcycle', 100, 330,
+                        'the red fuel tank and engine of a Yamaha motorcycle'),
+    'motorcycle_light': ('motorcycle', 50, 480,
+                         'the headlight of a motorcycle in front of shelves with boxes'),
+    'motorcycle_wheel': ('motorcycle', 244, 480,
+                         'the front wheel of a red motorcycle on a concrete floor'),
 }
+HELD_OUT_SIZE = 256
 TEST_FRACTION = 0.5
 MODELS = {  # run name -> (config, its own overrides)
     'up_tiny': ('configs/up_tiny.py', []),
     # PSNR-oriented: pixel loss only, no D (Real-ESRNet before Real-ESRGAN).
     'up_tiny_psnr': ('configs/up_tiny.py', ['--config.loss.gan_weight=0']),
+    # The same without caption dropout (SR configs drop captions by default).
+    'up_tiny_psnr_nodrop': ('configs/up_tiny.py', ['--config.loss.gan_weight=0',
+                                                   '--config.data.caption_dropout=0']),
+    # up_tiny_psnr's run, continued with the GAN term ramped in over --gan_ramp
+    # steps, for --gan_steps steps in all (Real-ESRNet, then Real-ESRGAN).
+    'up_tiny_gan': ('configs/up_tiny.py', []),
     'srcnn': ('configs/sr_baselines.py:srcnn', []),
 }
+GAN_FROM = {'up_tiny_gan': 'up_tiny_psnr'}  # run -> the run it continues
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('root', 'runs/sr_natural', 'Everything goes here: src/, data/, one run '
                     'directory per model, eval/.')
-flags.DEFINE_integer('steps', 1500, 'Training steps of each model (5: a smoke run).')
+flags.DEFINE_integer('steps', 1500, 'Training steps of each model (5: a smoke run); with '
+                     '--minutes, the most steps.')
+flags.DEFINE_float('minutes', 0, 'Wall-time budget of each model\'s training '
+                   '(config.train.max_minutes), for comparisons at equal time; 0 = none.')
 flags.DEFINE_integer('batch_size', 8, 'Training batch (at most 14: the training images).')
 flags.DEFINE_integer('resolution', 256, 'Stored image side (config.data.resolution).')
 flags.DEFINE_integer('hr_size', 64, 'Training HR crop side (config.data.degradation.hr_size); '
                      'the LR input is hr_size / 4.')
 flags.DEFINE_integer('eval_hr_size', 0, 'HR side evaluated (evaluate --hr_size); 0 = the whole '
                      'held-out image.')
-flags.DEFINE_list('models', list(MODELS), f'Models to train and compare, of {list(MODELS)}.')
+flags.DEFINE_integer('gan_steps', 2000, 'Steps of up_tiny_gan after up_tiny_psnr\'s.')
+flags.DEFINE_integer('gan_ramp', 500, 'Steps over which up_tiny_gan\'s GAN weight ramps '
+                     'from 0 to the config\'s.')
+flags.DEFINE_list('models', ['up_tiny_psnr', 'up_tiny_gan', 'srcnn'], f'Models to train and compare, of {list(MODELS)}.')
 flags.DEFINE_multi_string('override', [], 'Extra --config.* flag for every training run.')
 flags.DEFINE_string('lpips_path', None, 'LPIPS-VGG npz for the evaluation (optional).')
 flags.DEFINE_bool('overwrite_data', False, 'Rewrite the images and rebuild the dataset.')
@@ -112,7 +154,8 @@ def file_name(name: str, held_out: bool) -> str:
 def sample_image(name: str) -> np.ndarray:
   """uint8 [H, W, 3] of skimage.data.<name>() (gray -> 3 channels, alpha dropped on white)."""
   from skimage import data  # pylint: disable=g-import-not-at-top
-  img = np.asarray(getattr(data, name)())
+  img = np.asarray(data.stereo_motorcycle()[0] if name == 'motorcycle' else
+                   getattr(data, name)())
   if img.ndim == 2:
     img = np.repeat(img[..., None], 3, -1)
   if img.shape[-1] == 4:  # logo: composite on white, as image_folder does
@@ -124,14 +167,18 @@ def sample_image(name: str) -> np.ndarray:
 def write_images(src: str) -> dict:
   """Writes the PNGs and caption sidecars; returns {file: split}."""
   os.makedirs(src, exist_ok=True)
+  images = {name: (sample_image(name), caption, False) for name, caption in TRAIN.items()}
+  for name, (photo, top, left, caption) in HELD_OUT.items():
+    crop = sample_image(photo)[top:top + HELD_OUT_SIZE, left:left + HELD_OUT_SIZE]
+    assert crop.shape[:2] == (HELD_OUT_SIZE,) * 2, (name, crop.shape)
+    images[name] = crop, caption, True
   split = {}
-  for captions, held in ((TRAIN, False), (HELD_OUT, True)):
-    for name, caption in captions.items():
-      f = file_name(name, held)
-      Image.fromarray(sample_image(name)).save(os.path.join(src, f))
-      with open(os.path.join(src, f[:-4] + '.txt'), 'w') as fh:
-        fh.write(caption + '\n')
-      split[f] = 'test' if held else 'train'
+  for name, (img, caption, held) in images.items():
+    f = file_name(name, held)
+    Image.fromarray(img).save(os.path.join(src, f))
+    with open(os.path.join(src, f[:-4] + '.txt'), 'w') as fh:
+      fh.write(caption + '\n')
+    split[f] = 'test' if held else 'train'
   return split
 
 
@@ -156,17 +203,38 @@ def _run(cmd: list):
   subprocess.run(cmd, cwd=REPO, check=True)
 
 
+def _latest_step(workdir: str) -> int:
+  steps = [int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit()]
+  if not steps:
+    raise RuntimeError(f'{workdir} holds no checkpoint to continue')
+  return max(steps)
+
+
 def train(root: str, data_dir: str, model: str) -> str:
   workdir = os.path.join(root, model)
-  steps = FLAGS.steps
+  steps, minutes = FLAGS.steps, FLAGS.minutes
   config, overrides = MODELS[model]
+  if model in GAN_FROM:
+    source = os.path.join(root, GAN_FROM[model])
+    if not os.path.exists(workdir):
+      shutil.copytree(source, workdir)
+      start = _latest_step(workdir)
+      with open(os.path.join(workdir, 'continues.json'), 'w') as f:
+        json.dump({'run': source, 'step': start}, f)
+    with open(os.path.join(workdir, 'continues.json')) as f:
+      start = json.load(f)['step']
+    steps, minutes = start + FLAGS.gan_steps, 0
+    overrides = overrides + [
+        '--allow_config_change',
+        f'--config.loss.gan_weight_schedule=(({start},0.0),({start + FLAGS.gan_ramp},1.0))']
   _run([sys.executable, '-m', 'gigagan_jax.train', f'--config={config}',
         f'--workdir={workdir}',
         '--config.data.builder=image_folder', f'--config.data.data_dir={data_dir}',
         f'--config.data.resolution={FLAGS.resolution}',
         f'--config.data.degradation.hr_size={FLAGS.hr_size}',
         f'--config.data.batch_size={FLAGS.batch_size}', '--config.data.random_flip=True',
-        f'--config.train.steps={steps}', f'--config.train.log_every={max(1, min(50, steps))}',
+        f'--config.train.steps={steps}', f'--config.train.max_minutes={minutes}',
+        f'--config.train.log_every={max(1, min(50, steps))}',
         f'--config.train.sample_every={max(1, steps // 4)}',
         f'--config.train.ckpt_every={max(1, steps // 4)}'] + overrides + list(FLAGS.override))
   return workdir
@@ -179,6 +247,9 @@ def main(argv):
   unknown = set(FLAGS.models) - set(MODELS)
   if unknown:
     raise app.UsageError(f'--models: unknown {sorted(unknown)}; choose from {list(MODELS)}')
+  for run, source in GAN_FROM.items():
+    if run in FLAGS.models and source not in FLAGS.models[:FLAGS.models.index(run)]:
+      raise app.UsageError(f'--models: {run} continues {source}, which must come before it')
   root = os.path.abspath(FLAGS.root)
   data_dir = prepare(root)
   workdirs = [os.path.join(root, m) if FLAGS.skip_train else train(root, data_dir, m)

@@ -192,7 +192,8 @@ def test_evaluate_sr_gives_each_prompt_setting_its_own_row(tmp_path):
 def test_other_prompts_are_never_the_image_s_own_caption():
   captions = ['a red circle', 'a red circle', 'two blue squares', 'a green star']
   assert sr_eval.prompts_for('other', captions) == [
-      'two blue squares', 'two blue squares', 'a green star', 'a red circle']
+      'two blue squares', 'a green star', 'a red circle', 'a red circle']
+  assert sr_eval.prompts_for('other', ['a', 'b', 'b']) == ['b', 'a', 'a']
   assert sr_eval.prompts_for('other', ['same', 'same']) is None
   assert sr_eval.prompts_for('empty', captions) == [''] * 4
   assert sr_eval.prompts_for('own', captions) == captions

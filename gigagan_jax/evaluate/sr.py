@@ -23,8 +23,8 @@ Protocol (written to sr_metrics.json as 'protocol'):
     stochastic upsampler (baselines ignore z).
   * prompts (`--prompts`, default all three): a text-conditioned upsampler
     gets one row per setting: 'own', each image's own caption; 'other', the
-    caption of the next held-out image whose caption differs (a caption it
-    was not trained on for this image); 'empty', the empty prompt. Bicubic
+    caption of the held-out image half-way round the list, or the next after
+    it whose caption differs (a caption that describes another image); 'empty', the empty prompt. Bicubic
     and the baselines ignore text: one row each.
   * ms/image: the model's forward pass on the device, after a warm-up call
     (compilation excluded), batches of --batch_size (the last one padded),
@@ -156,8 +156,10 @@ def load_pairs(config, *, num_images: int | None = None, seed: int = 0,
 def prompts_for(setting: str, captions: list) -> list | None:
   """The prompt of each image under `setting` ('own', 'other' or 'empty').
 
-  'other' gives image i the caption of the next image (cyclically) whose
-  caption differs from its own; None when all captions are the same.
+  'other' gives image i the caption of image i + n // 2 (cyclically), or of
+  the next one after it whose caption differs from image i's; None when all
+  captions are the same. Half-way round, not the next image: held-out crops
+  of one photo sit side by side, and their captions describe the same scene.
   """
   if setting == 'own':
     return list(captions)
@@ -167,7 +169,8 @@ def prompts_for(setting: str, captions: list) -> list | None:
     raise ValueError(f'prompt setting {setting!r}: expected one of {PROMPT_SETTINGS}')
   n, other = len(captions), []
   for i, own in enumerate(captions):
-    j = next((j % n for j in range(i + 1, i + n) if captions[j % n] != own), None)
+    start = i + max(1, n // 2)
+    j = next((j % n for j in range(start, start + n) if captions[j % n] != own), None)
     if j is None:
       return None
     other.append(captions[j])
