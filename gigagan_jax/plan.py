@@ -37,7 +37,7 @@ from gigagan_jax import parallel
 from gigagan_jax import runtime
 from gigagan_jax.config_utils import validate
 from gigagan_jax.models.build import example_g_inputs
-from gigagan_jax.nn.modulated_conv import chosen_impls
+from gigagan_jax.nn.modulated_conv import auto_backend, chosen_impls
 from gigagan_jax.text import backbone as backbone_lib
 from gigagan_jax.text import clip
 from gigagan_jax.text.tokenizer import make_tokenizer
@@ -124,9 +124,15 @@ def _leaf_bytes(x) -> int:
 
 def plan(config, mesh_axes: dict, device_memory: int | None = None,
          compile_step: bool = True) -> dict:
-  """Per-device memory of config's train step on a mesh of these axis sizes.
+  """Per-device memory of config's train step on a mesh of these axis sizes
+  (see _plan), with conv_impl='auto' choosing as on an accelerator: the plan
+  is for one, though it compiles on CPU."""
+  with auto_backend('gpu'):
+    return _plan(config, mesh_axes, device_memory, compile_step)
 
-  Returns {'devices', 'batch_size', 'state': {part: bytes}, 'backbone',
+
+def _plan(config, mesh_axes: dict, device_memory: int | None, compile_step: bool) -> dict:
+  """Returns {'devices', 'batch_size', 'state': {part: bytes}, 'backbone',
   'frozen': {'clip'?, 'vision_aided'?: bytes}, 'vision_aided_heads' (bytes, within D),
   'largest': [(leaf path, bytes)], 'conv_impl': {G layer: 'fused' | 'grouped'},
   'remat': {'generator', 'discriminator': policy}, and when compiled 'xla':

@@ -12,7 +12,7 @@ from gigagan_jax.config_utils import load_config, validate
 from gigagan_jax.models.build import abstract_variables, build_models
 from gigagan_jax.models.discriminator import logit_name
 from gigagan_jax.models.generator import mix_scales, per_scale
-from gigagan_jax.nn.modulated_conv import chosen_impls
+from gigagan_jax.nn.modulated_conv import auto_backend, chosen_impls
 from gigagan_jax.text.tokenizer import make_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -183,19 +183,20 @@ def test_bfloat16_compute_with_float32_params_tracks_float32():
 
 def test_auto_conv_impl_mixes_both_forms_with_their_numerics():
   """conv_impl='auto', the default, picks the form per layer (modulated_conv.choose_impl):
-  t2i_micro's G with banks of 2 gets both, and draws what G all-'fused' and G
-  all-'grouped' draw."""
+  t2i_micro's G with banks of 2 gets both, as on an accelerator, and draws what
+  G all-'fused' and G all-'grouped' draw."""
   def banks_of_two(config):
     config.generator.kernel_bank = (2, 2, 2, 2)
   config, g, _, g_vars, _, z, text = _setup('float32', 'configs/t2i_micro.py', banks_of_two)
   assert config.generator.conv_impl == 'auto'
-  assert set(chosen_impls(g.init, jax.random.key(1), z, text).values()) == {'fused', 'grouped'}
-  programs, images = {}, {}
-  for impl in ('auto', 'fused', 'grouped'):
-    config.generator.conv_impl = impl
-    g = build_models(config, make_tokenizer(config.text).vocab_size)[0]
-    programs[impl] = str(jax.make_jaxpr(g.apply)(g_vars, z, text))
-    images[impl] = jax.jit(g.apply)(g_vars, z, text)[0]
+  with auto_backend('gpu'):
+    assert set(chosen_impls(g.init, jax.random.key(1), z, text).values()) == {'fused', 'grouped'}
+    programs, images = {}, {}
+    for impl in ('auto', 'fused', 'grouped'):
+      config.generator.conv_impl = impl
+      g = build_models(config, make_tokenizer(config.text).vocab_size)[0]
+      programs[impl] = str(jax.make_jaxpr(g.apply)(g_vars, z, text))
+      images[impl] = jax.jit(g.apply)(g_vars, z, text)[0]
   assert len(set(programs.values())) == 3  # 'auto' is neither form throughout
   for impl in ('fused', 'grouped'):
     np.testing.assert_allclose(images['auto'], images[impl], atol=1e-4, rtol=1e-4)
