@@ -62,7 +62,7 @@ def get_base_config():
   g.attn_mlp_ratio = 4               # feed-forward after attention; 0 = none
   g.attn_residual_gain = 0.1         # open question 5 ("small gain")
   g.attn_w_token = True              # w joins self-attention as an extra token
-  g.conv_impl = 'auto'               # 'auto' (per layer) | 'fused' | 'grouped' (nn/modulated_conv.py)
+  g.conv_impl = 'fused'              # | 'grouped' | 'auto' (per layer; nn/modulated_conv.py)
   # Recompute each synthesis layer's activations in the backward pass:
   # 'none' | 'full' | 'convs' (nn/remat.py; `python -m gigagan_jax.plan` shows the saving).
   g.remat = 'none'

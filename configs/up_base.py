@@ -67,7 +67,7 @@ def upsampler_config(scale: int = 8) -> ml_collections.ConfigDict:
   u.attn_mlp_ratio = 4               # feed-forward after attention; 0 = none
   u.attn_residual_gain = 0.1         # "small gain" on attention branches, as G
   u.attn_w_token = True              # w joins self-attention as an extra token
-  u.conv_impl = 'auto'               # 'auto' (per layer) | 'fused' | 'grouped' (nn/modulated_conv.py)
+  u.conv_impl = 'fused'              # | 'grouped' | 'auto' (per layer; nn/modulated_conv.py)
   # 'zero': every modulated conv's style and kernel-selection weights start at
   # zero (styles 1, uniform kernel mix), so the untrained U-Net ignores z and
   # text and learns how much they should steer it; 'random': as the generator.

@@ -182,13 +182,13 @@ def test_bfloat16_compute_with_float32_params_tracks_float32():
 
 
 def test_auto_conv_impl_mixes_both_forms_with_their_numerics():
-  """conv_impl='auto', the default, picks the form per layer (modulated_conv.choose_impl):
-  t2i_micro's G with banks of 2 gets both, as on an accelerator, and draws what
-  G all-'fused' and G all-'grouped' draw."""
-  def banks_of_two(config):
+  """conv_impl='auto' picks the form per layer (modulated_conv.choose_impl): t2i_micro's
+  G with banks of 2 gets both, as on an accelerator, and draws what G all-'fused'
+  and G all-'grouped' draw."""
+  def auto_banks_of_two(config):
     config.generator.kernel_bank = (2, 2, 2, 2)
-  config, g, _, g_vars, _, z, text = _setup('float32', 'configs/t2i_micro.py', banks_of_two)
-  assert config.generator.conv_impl == 'auto'
+    config.generator.conv_impl = 'auto'
+  config, g, _, g_vars, _, z, text = _setup('float32', 'configs/t2i_micro.py', auto_banks_of_two)
   with auto_backend('gpu'):
     assert set(chosen_impls(g.init, jax.random.key(1), z, text).values()) == {'fused', 'grouped'}
     programs, images = {}, {}
