@@ -31,7 +31,7 @@ from gigagan_jax.nn.equalized import EqualConv, EqualDense, lrelu
 from gigagan_jax.nn.minibatch_std import minibatch_std
 from gigagan_jax.nn.modulated_conv import ModulatedConv
 from gigagan_jax.nn.remat import remat
-from gigagan_jax.parallel import shard_batch, to_dtype
+from gigagan_jax.parallel import to_dtype
 from gigagan_jax.text.encoder import TextEncoder
 
 
@@ -148,7 +148,7 @@ class Discriminator(nn.Module):
         new = lrelu(self.from_rgb[k](pyramid[k].astype(dtype)))
         h = new if h is None else jnp.concatenate([h, new], axis=0)
         entries.append(self.stage_res[k])
-      h = shard_batch(stage(h, len(entries)))  # segments positional: static under remat
+      h = stage(h, len(entries))  # positional: static under remat
       out_res = h.shape[1]
       if self.cfg.get('exits', 'all') == 'last' and k < len(self.stages) - 1:
         continue  # single-scale-output ablation: predict at the final stage only

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from gigagan_jax.parallel import shard_batch
 from gigagan_jax.text.tokenizer import token_mask
 
 _part = nn.with_logical_partitioning
@@ -146,7 +145,7 @@ class TextEncoder(nn.Module):
       x = _dense(self.dim, ('mlp', 'embed'), 'proj_features', **kw)(x)
     valid = token_mask(eot, length)
     for i in range(self.num_layers):
-      x = shard_batch(Block(self.num_heads, self.mlp_ratio, name=f'block_{i}', **kw)(x, valid))
+      x = Block(self.num_heads, self.mlp_ratio, name=f'block_{i}', **kw)(x, valid)
     x = _layer_norm('ln_out', **kw)(x)
     t_global = jnp.take_along_axis(x, eot.astype(jnp.int32)[:, None, None], axis=1)[:, 0]
     local_mask = jnp.arange(length)[None, :] < eot[:, None]

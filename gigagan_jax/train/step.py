@@ -39,7 +39,7 @@ import optax
 
 from gigagan_jax import losses
 from gigagan_jax.nn.attention import collect_attention_entropy
-from gigagan_jax.parallel import activation_mesh, batch_sharding, replicated
+from gigagan_jax.parallel import batch_sharding, replicated
 from gigagan_jax.train import frozen_losses
 
 
@@ -323,12 +323,7 @@ def jit_train_step(step_fn, state_shardings, mesh, ndims=BATCH_NDIMS) -> JittedS
   3) is static.
   """
   batch_sh = {k: batch_sharding(mesh, n) for k, n in ndims.items()}
-
-  def traced_on_mesh(*args):  # activations keep the batch sharding (parallel.shard_batch)
-    with activation_mesh(mesh):
-      return step_fn(*args)
-
-  jitted = jax.jit(traced_on_mesh, static_argnums=(3,),
+  jitted = jax.jit(step_fn, static_argnums=(3,),
                    in_shardings=(state_shardings, batch_sh, replicated(mesh)),
                    out_shardings=(state_shardings, replicated(mesh)),
                    donate_argnums=(0,))
