@@ -141,7 +141,7 @@ class ModulatedConv(nn.Module):
   bank_size: int = 1
   up: bool = False
   demodulate: bool = True
-  impl: str = 'auto'                 # config_utils.CONV_IMPLS
+  impl: str = 'fused'                # config_utils.CONV_IMPLS
   zero_init: bool = False
   zero_style: bool = False
   dtype: jnp.dtype = jnp.float32
