@@ -24,8 +24,9 @@ Protocol (written to sr_metrics.json as 'protocol'):
   * prompts (`--prompts`, default all three): a text-conditioned upsampler
     gets one row per setting: 'own', each image's own caption; 'other', the
     caption of the held-out image half-way round the list, or the next after
-    it whose caption differs (a caption that describes another image); 'empty', the empty prompt. Bicubic
-    and the baselines ignore text: one row each.
+    it whose caption differs (a caption that describes another image);
+    'empty', the empty prompt. Bicubic and the baselines ignore text: one row
+    each.
   * ms/image: the model's forward pass on the device, after a warm-up call
     (compilation excluded), batches of --batch_size (the last one padded),
     input transfer and output pull included.

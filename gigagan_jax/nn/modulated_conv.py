@@ -81,11 +81,7 @@ def chosen_impls(fn, *args) -> dict:
   def record(call, args, kwargs, context):
     m = context.module
     if isinstance(m, ModulatedConv) and context.method_name == '__call__':
-      b, h, w, cin = args[0].shape
-      up = 2 if m.up else 1
-      impl = m.impl if m.impl != 'auto' else choose_impl(
-          (b, h * up, w * up, cin), (m.bank_size, m.kernel_size, m.kernel_size, cin, m.features))
-      chosen['/'.join(m.scope.path)] = impl
+      chosen['/'.join(m.scope.path)] = m.form(args[0].shape)
     return call(*args, **kwargs)
 
   with nn.intercept_methods(record):
@@ -147,6 +143,16 @@ class ModulatedConv(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
+  @nn.nowrap
+  def form(self, x_shape) -> str:
+    """'fused' or 'grouped': what this layer runs for an input [B, H, W, Cin]."""
+    if self.impl != 'auto':
+      return self.impl
+    b, h, w, cin = x_shape
+    up = 2 if self.up else 1
+    return choose_impl((b, h * up, w * up, cin),
+                       (self.bank_size, self.kernel_size, self.kernel_size, cin, self.features))
+
   @nn.compact
   def __call__(self, x, w):
     k, cin, n = self.kernel_size, x.shape[-1], self.bank_size
@@ -162,11 +168,10 @@ class ModulatedConv(nn.Module):
       mix = jax.nn.softmax(logits, axis=-1)
     else:
       mix = jnp.ones((x.shape[0], 1), jnp.float32)
+    conv = {'grouped': grouped_modulated_conv, 'fused': fused_modulated_conv}[self.form(x.shape)]
     x = x.astype(self.dtype)
     if self.up:
       x = upsample2d(x)
-    impl = choose_impl(x.shape, bank.shape) if self.impl == 'auto' else self.impl
-    conv = {'grouped': grouped_modulated_conv, 'fused': fused_modulated_conv}[impl]
     y = conv(x, bank, mix.astype(self.dtype), style.astype(self.dtype), self.demodulate)
     bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('conv_out',)),
                       (self.features,), self.param_dtype)
