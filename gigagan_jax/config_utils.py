@@ -225,6 +225,8 @@ def _validate_discriminator(d, r: int):
              f'{d.attn_heads} heads must divide every channel width, not {ch}')
   _require(d.get('exits', 'all') in ('all', 'last'), 'discriminator.exits',
            f"must be 'all' or 'last', got {d.get('exits')!r}")
+  _require(d.get('text_exits', 'all') in ('all', 'global'), 'discriminator.text_exits',
+           f"must be 'all' or 'global', got {d.get('text_exits')!r}")
 
 
 def _check_schedule(points, field: str):

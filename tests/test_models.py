@@ -94,6 +94,25 @@ def test_discriminator_scores_mismatched_captions(tiny):
   assert any(not np.allclose(matched[k], mismatched[k]) for k in matched)
 
 
+def test_global_text_exits_leave_patch_maps_unconditional():
+  """discriminator.text_exits='global': only the 1x1 maps read the caption;
+  the patch maps score every caption alike and have no mismatched term."""
+  config, g, d, g_vars, d_vars, z, text = _setup(
+      edit=lambda c: c.discriminator.update(text_exits='global'))
+  pyramid = jax.jit(g.apply)(g_vars, z, text)
+  wrong = {k: np.roll(v, 1, axis=0) for k, v in text.items()}
+  matched, mismatched = jax.jit(d.apply)(d_vars, pyramid, text, wrong)
+  alone = jax.jit(d.apply)(d_vars, pyramid, wrong)
+  global_maps = {k for k, v in matched.items() if v.shape[1:3] == (1, 1)}
+  assert set(mismatched) == global_maps and len(global_maps) == config.generator.pyramid_levels
+  for k in matched:
+    same = np.allclose(matched[k], alone[k], atol=1e-6)
+    assert same == (k not in global_maps), k
+  # Only the final stage's head has text-modulated layers.
+  assert [k for k in d_vars['params'] if k.startswith('head') and 'mod0' in d_vars['params'][k]] \
+      == ['head4']
+
+
 def test_truncation_psi_zero_gives_the_mean_image_for_every_z(tiny):
   _, g, _, g_vars, _, _, _ = tiny
   text = make_tokenizer(load_config('configs/t2i_tiny.py').text)(['a red circle'] * 3)

@@ -43,11 +43,15 @@ def logit_name(in_res: int, out_res: int) -> str:
 class PredictionHead(nn.Module):
   """psi_j(phi, t_D) + Conv1x1(phi): [B,H,W,C], t_D [B,Dt] -> [B,H,W,1] float32."""
   layers: int
+  conditional: bool = True           # False: the unconditional 1x1 conv alone
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, t_d):
+    uncond = EqualConv(1, 1, dtype=self.dtype, param_dtype=self.param_dtype, name='skip')(x)
+    if not self.conditional:
+      return uncond.astype(jnp.float32)
     c = x.shape[-1]
     h = x
     for i in range(self.layers - 1):
@@ -55,7 +59,6 @@ class PredictionHead(nn.Module):
                               name=f'mod{i}')(h, t_d))
     cond = ModulatedConv(1, 1, 1, demodulate=False, dtype=self.dtype,
                          param_dtype=self.param_dtype, name=f'mod{self.layers - 1}')(h, t_d)
-    uncond = EqualConv(1, 1, dtype=self.dtype, param_dtype=self.param_dtype, name='skip')(x)
     return (cond + uncond).astype(jnp.float32)
 
 
@@ -113,8 +116,9 @@ class Discriminator(nn.Module):
     stage_cls = remat(Stage, cfg.get('remat', 'none'), static_argnums=(2,))  # segments: a Python int
     self.stages = [stage_cls(ch[min(k + 1, n - 1)], r in cfg.self_attn_resolutions, final=(r == 4),
                          cfg=cfg, name=f'stage{r}') for k, r in enumerate(self.stage_res)]
-    self.heads = [PredictionHead(cfg.head_layers, dtype, pdtype, name=f'head{r}')
-                  for r in self.stage_res]
+    text_exits = cfg.get('text_exits', 'all')
+    self.heads = [PredictionHead(cfg.head_layers, text_exits == 'all' or r == 4, dtype, pdtype,
+                                 name=f'head{r}') for r in self.stage_res]
 
   def text_embedding(self, text):
     """t_D [B, text_dim] from D's own text encoder (global descriptor only)."""
@@ -152,7 +156,9 @@ class Discriminator(nn.Module):
       out_res = h.shape[1]
       if self.cfg.get('exits', 'all') == 'last' and k < len(self.stages) - 1:
         continue  # single-scale-output ablation: predict at the final stage only
-      for t_d, out in zip(texts, outs):  # early exit of every running path
+      for i, (t_d, out) in enumerate(zip(texts, outs)):  # early exit of every running path
+        if i and not self.heads[k].conditional:
+          continue  # an unconditional map scores every caption alike: no matching term
         logits = self.heads[k](h, jnp.tile(t_d, (len(entries), 1)))
         for e, in_res in enumerate(entries):
           out[logit_name(in_res, out_res)] = logits[e * b:(e + 1) * b]
