@@ -14,12 +14,19 @@ through frozen CLIP. With T learning from raw bytes instead, neither G nor
 D learned to use the caption in 1000 steps (D could not tell matching from
 mismatched captions even trained on that alone); with MiniLM features the
 samples follow the prompt's colours and background within 200 steps.
+
+`t2i_tiny.py:long` is the README's longer CPU run: the same model at half the
+learning rate, trained for a 50-minute budget (train.max_minutes) with a
+checkpoint every 250 steps for the accuracy curve:
+
+  python -m gigagan_jax.train --config=configs/t2i_tiny.py:long --workdir=runs/tiny_long
 """
 from configs import base
 
 
 def get_config(arg=None):
-  del arg
+  if arg not in (None, '', 'long'):
+    raise ValueError(f"configs/t2i_tiny.py: argument must be empty or 'long', got {arg!r}")
   c = base.get_base_config()
   c.text.max_len = 24
   c.text.tokenizer = 'minilm'
@@ -62,4 +69,12 @@ def get_config(arg=None):
   c.train.sample_every = 50
   c.train.ckpt_every = 50            # 4 checkpoints to evaluate, all kept
   c.train.keep_last = 4
+  if arg == 'long':
+    c.optim.g_lr = 0.001
+    c.optim.d_lr = 0.001
+    c.train.steps = 100_000            # the time budget ends the run first
+    c.train.max_minutes = 50.0
+    c.train.sample_every = 250
+    c.train.ckpt_every = 250
+    c.train.keep_last = 40            # every checkpoint of the budget, for the curve
   return c

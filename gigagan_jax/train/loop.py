@@ -319,6 +319,8 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
         now = time.perf_counter()
         rate = (step - step_at_log) * batch_size / max(now - t_log, 1e-9)
         eta = (tcfg.steps - step) * batch_size / max(rate, 1e-9)
+        if tcfg.max_minutes:  # the time budget may end the run first
+          eta = max(0.0, min(eta, 60 * tcfg.max_minutes - (now - t_loop)))
         t_log, step_at_log = now, step
         writer.write_scalars(step, dict(last_metrics, img_per_sec=rate))
         if logs is not None:
