@@ -85,9 +85,9 @@ def get_base_config():
   # 'last': the final stage only (with generator.pyramid_levels = 1, a
   # single-scale discriminator: the ablation baseline).
   d.exits = 'all'
-  # Which exits' heads read the text: 'all' (paper Eq. 7), or 'global' (only
-  # the final 1x1 exit; patch exits are unconditional, as is their matching-aware
-  # term, which they then leave out). ABLATION.md: why patch heads may not.
+  # Which exits' heads read the text: 'all' (paper Eq. 7), or 'global': the
+  # final 1x1 exit only; patch exits are unconditional and have no
+  # matching-aware term (an option for the colour fields of ABLATION.md).
   d.text_exits = 'all'
   d.remat = 'none'                   # per stage, as generator.remat
   d.dtype = 'float32'
