@@ -105,6 +105,10 @@ def get_base_config():
   data.prefetch = 2
   data.random_flip = False           # mirror half the images; also swaps left/right in captions + position labels
   data.caption_dropout = 0.0         # probability of an empty caption
+  # Probability that an example takes the caption of another example of its
+  # batch (applied after dropout). SR only: it teaches the upsampler that a
+  # caption may not describe the image; t2i needs matched pairs and refuses it.
+  data.caption_swap = 0.0
   data.read_threads = 2              # threads per process (or worker) reading + transforming batches
   # Prepared TFDS datasets with other feature names: the uint8 image feature and
   # the caption feature. A ClassLabel caption feature becomes

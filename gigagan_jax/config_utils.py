@@ -385,6 +385,11 @@ def validate(config: ml_collections.ConfigDict, *,
     r = _validate_sr(config)
   else:
     r = _validate_generator(config.generator, config.data)
+    # The matching-aware loss takes every pair as matched: a swapped caption
+    # would be a real image with a wrong caption scored as real.
+    _require(config.data.get('caption_swap', 0.0) == 0, 'data.caption_swap',
+             "is for super-resolution (task='sr'); t2i training needs each image's own "
+             f"caption, got {config.data.get('caption_swap')}")
   _validate_discriminator(config.discriminator, r)
   t = config.text
   _require(t.tokenizer in ('byte', 'clip', 'minilm'), 'text.tokenizer',

@@ -16,6 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ('loss.gan', 'relativistic', r"config\.loss\.gan: .* got 'relativistic'"),
     ('text.backbone', 't5', r'config\.text\.backbone'),
     ('loss.clip_weight', -0.1, r'config\.loss\.clip_weight: must be >= 0'),
+    ('data.caption_swap', 0.2, r"config\.data\.caption_swap: is for super-resolution"),
 ])
 def test_bad_fields_are_named(field, value, message):
   config = load_config(os.path.join(REPO, 'configs/t2i_tiny.py'))

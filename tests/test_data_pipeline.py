@@ -181,6 +181,23 @@ def test_caption_dropout_is_seeded_and_keeps_labels(data_cfg):
   assert not np.any(_make(_cfg(data_cfg), num_epochs=1).__next__()['caption'] == '')
 
 
+def test_caption_swap_takes_captions_of_the_same_batch(data_cfg):
+  plain = list(_make(data_cfg, num_epochs=1))
+  swapped = list(_make(_cfg(data_cfg, caption_swap=0.5), num_epochs=1))
+  moved = []
+  for bp, bs in zip(plain, swapped):
+    np.testing.assert_array_equal(bp['image'], bs['image'])  # pixels and labels stay
+    np.testing.assert_array_equal(bp['count'], bs['count'])
+    assert set(bs['caption']) <= set(bp['caption'])           # captions come from the batch
+    moved.append(bp['caption'] != bs['caption'])
+    np.testing.assert_array_equal(bs['tokens'], tokenize(list(bs['caption']))['tokens'])
+  moved = np.concatenate(moved)
+  assert 0.3 < moved.mean() < 0.6   # 0.5, less the draws of an equal caption
+  again = np.concatenate([b['caption'] for b in _make(_cfg(data_cfg, caption_swap=0.5),
+                                                      num_epochs=1)])
+  np.testing.assert_array_equal(again, np.concatenate([b['caption'] for b in swapped]))
+
+
 def test_random_flip_mirrors_pixels_and_words(data_cfg):
   plain = list(_make(data_cfg, num_epochs=1))
   flipped = list(_make(_cfg(data_cfg, random_flip=True), num_epochs=1))

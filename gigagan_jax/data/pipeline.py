@@ -256,6 +256,25 @@ def collate(examples: list) -> dict:
   return batch
 
 
+class SwapCaptions(grain.transforms.RandomMap):
+  """Gives each example of a batch, with probability p, another example's caption.
+
+  The caption comes from a uniformly chosen other position of the batch (it
+  may still read the same when the batch repeats a caption). Seeded by grain
+  like Preprocess. batch: collate's dict; only 'caption' changes.
+  """
+
+  def __init__(self, p: float):
+    self.p = p
+
+  def random_map(self, batch, rng: np.random.Generator):
+    captions = batch['caption']
+    n = len(captions)
+    swap = rng.uniform(size=n) < self.p
+    source = (np.arange(n) + rng.integers(1, max(n, 2), size=n)) % n
+    return dict(batch, caption=np.where(swap, captions[source], captions))
+
+
 class Tokenize(grain.transforms.Map):
   """Adds 'tokens' int32 [b, L] and 'eot' int32 [b] from tokenize(list of str),
   and any other entry it returns (the CLIP loss's 'clip_tokens' / 'clip_eot')."""
@@ -342,6 +361,9 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, *, tokenize, seed: int,
       data_cfg.image_key, ck, class_names, data_cfg.caption_template, label_keys,
       degradation), seed=aug_seed)
   ds = ds.batch(per_process, drop_remainder=True, batch_fn=collate)
+  if data_cfg.get('caption_swap', 0.0) > 0:
+    swap_seed = int(np.random.SeedSequence([seed, shard.shard_index, 1]).generate_state(1)[0])
+    ds = ds.random_map(SwapCaptions(data_cfg.caption_swap), seed=swap_seed)
   ds = ds.map(Tokenize(tokenize))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.read_threads,
                                             prefetch_buffer_size=data_cfg.prefetch))
