@@ -129,7 +129,9 @@ flags.DEFINE_integer('eval_hr_size', 0, 'HR side evaluated (evaluate --hr_size);
                      'held-out image.')
 flags.DEFINE_integer('gan_steps', 2000, 'Steps of up_tiny_gan after up_tiny_psnr\'s.')
 flags.DEFINE_integer('gan_ramp', 500, 'Steps over which up_tiny_gan\'s GAN weight ramps '
-                     'from 0 to the config\'s.')
+                     'from 0 to --gan_scale times the config\'s.')
+flags.DEFINE_float('gan_scale', 1.0, 'up_tiny_gan\'s GAN weight after the ramp, as a multiple '
+                   'of the config\'s loss.gan_weight.')
 flags.DEFINE_list('models', ['up_tiny_psnr', 'up_tiny_gan', 'srcnn'], f'Models to train and compare, of {list(MODELS)}.')
 flags.DEFINE_multi_string('override', [], 'Extra --config.* flag for every training run.')
 flags.DEFINE_string('lpips_path', None, 'LPIPS-VGG npz for the evaluation (optional).')
@@ -226,7 +228,8 @@ def train(root: str, data_dir: str, model: str) -> str:
     steps, minutes = start + FLAGS.gan_steps, 0
     overrides = overrides + [
         '--allow_config_change',
-        f'--config.loss.gan_weight_schedule=(({start},0.0),({start + FLAGS.gan_ramp},1.0))']
+        f'--config.loss.gan_weight_schedule=(({start},0.0),({start + FLAGS.gan_ramp},'
+        f'{FLAGS.gan_scale}))']
   _run([sys.executable, '-m', 'gigagan_jax.train', f'--config={config}',
         f'--workdir={workdir}',
         '--config.data.builder=image_folder', f'--config.data.data_dir={data_dir}',
