@@ -1,6 +1,7 @@
 r"""4x super-resolution on natural images: GigaGAN's tiny upsampler and SRCNN vs bicubic.
 
-  python bench/sr_natural.py --root=runs/sr_natural --minutes=8       # the README table
+  python bench/sr_natural.py --root=runs/sr_natural --minutes=8 --steps=100000 \
+      --gan_steps=1000                                                 # the README table
   python bench/sr_natural.py --root=/tmp/sr_smoke --steps=5 --gan_steps=5 --gan_ramp=2  # smoke
 
 Does the upsampler beat bicubic and SRCNN on natural images and captions it
