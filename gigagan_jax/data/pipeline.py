@@ -354,16 +354,17 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, *, tokenize, seed: int,
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)  # reseeds the shuffle every epoch
   # Processes read different examples, but give them independent augmentation
-  # streams anyway: position i on process p is seeded by (seed, p) and i.
-  aug_seed = int(np.random.SeedSequence([seed, shard.shard_index]).generate_state(1)[0])
+  # streams anyway: position i on process p is seeded by (seed, p, *stream) and i.
+  def stream_seed(*stream):
+    return int(np.random.SeedSequence([seed, shard.shard_index, *stream]).generate_state(1)[0])
+
   ds = ds.random_map(Preprocess(
       data_cfg.resolution, data_cfg.random_flip, data_cfg.caption_dropout,
       data_cfg.image_key, ck, class_names, data_cfg.caption_template, label_keys,
-      degradation), seed=aug_seed)
+      degradation), seed=stream_seed())
   ds = ds.batch(per_process, drop_remainder=True, batch_fn=collate)
   if data_cfg.get('caption_swap', 0.0) > 0:
-    swap_seed = int(np.random.SeedSequence([seed, shard.shard_index, 1]).generate_state(1)[0])
-    ds = ds.random_map(SwapCaptions(data_cfg.caption_swap), seed=swap_seed)
+    ds = ds.random_map(SwapCaptions(data_cfg.caption_swap), seed=stream_seed(1))
   ds = ds.map(Tokenize(tokenize))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.read_threads,
                                             prefetch_buffer_size=data_cfg.prefetch))
