@@ -6,6 +6,9 @@ Every parameter is declared with logical axis names (`nn.with_logical_partitioni
 divide stays replicated (e.g. the 3 input channels of fromRGB), so any config
 runs on any mesh.
 """
+import contextlib
+import contextvars
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -89,6 +92,43 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
   """Leading (batch) dimension over ('data','fsdp'); the rest replicated."""
   return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+# The mesh that activation constraints (shard_batch) refer to while a step is
+# traced; None outside jit_train_step's tracing, where they do nothing.
+_ACTIVATION_MESH = contextvars.ContextVar('activation_mesh', default=None)
+
+
+@contextlib.contextmanager
+def activation_mesh(mesh: Mesh):
+  """Within (while tracing): shard_batch constrains activations on `mesh`."""
+  token = _ACTIVATION_MESH.set(mesh)
+  try:
+    yield
+  finally:
+    _ACTIVATION_MESH.reset(token)
+
+
+def shard_batch(x):
+  """x [B, ...] constrained to be split over the batch axes and whole elsewhere.
+
+  Without it XLA lets the weights' sharding (conv_in over 'fsdp') spread into
+  the activations: each device then held every sample at a slice of the
+  channels and all-gathered them, so per-device temporaries grew with the
+  fsdp size at a fixed per-device batch. Applied to every conv and dense
+  output (nn/equalized.py, nn/modulated_conv.py, text/encoder.py), not only
+  at block outputs: with constraints at D's stage outputs alone, XLA's SPMD
+  partitioner miscompiled D's input gradient on a 2x2x2 mesh (two batch
+  shards' gradients were wrong, R1 off by 2%). A no-op outside
+  activation_mesh, on one batch shard, or when the batch axes do not divide B.
+  """
+  mesh = _ACTIVATION_MESH.get()
+  if mesh is None:
+    return x
+  n = mesh.shape['data'] * mesh.shape['fsdp']
+  if n == 1 or x.shape[0] % n:
+    return x
+  return jax.lax.with_sharding_constraint(x, batch_sharding(mesh, x.ndim))
 
 
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:

@@ -27,7 +27,7 @@ from gigagan_jax.nn.equalized import EqualDense, lrelu
 from gigagan_jax.nn.fir import upsample2d
 from gigagan_jax.nn.modulated_conv import ModulatedConv
 from gigagan_jax.nn.remat import remat
-from gigagan_jax.parallel import to_dtype
+from gigagan_jax.parallel import shard_batch, to_dtype
 from gigagan_jax.text.encoder import TextEncoder
 
 
@@ -175,7 +175,7 @@ class Generator(nn.Module):
     for s in range(s_count):
       w = ws[:, s]
       for layer in self.layers[s]:
-        x = layer(x, w, t_local[:, s], t_mask[:, s])
+        x = shard_batch(layer(x, w, t_local[:, s], t_mask[:, s]))
       y = self.to_rgb[s](x, w).astype(jnp.float32)
       rgb = y if rgb is None else upsample2d(rgb) + y
       outputs.append(rgb)

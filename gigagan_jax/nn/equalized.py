@@ -13,6 +13,7 @@ from flax import linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
 from gigagan_jax.nn.remat import CONV_OUT
+from gigagan_jax.parallel import shard_batch
 
 
 def lrelu(x, alpha: float = 0.2, gain: float = math.sqrt(2)):
@@ -55,7 +56,7 @@ class EqualDense(nn.Module):
           nn.initializers.constant(self.bias_init / self.lr_mul), (self.names[-1],)),
           (self.features,), self.param_dtype)
       y = y + (bias * self.lr_mul).astype(self.dtype)
-    return y
+    return shard_batch(y)
 
 
 class EqualConv(nn.Module):
@@ -79,4 +80,4 @@ class EqualConv(nn.Module):
       bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('conv_out',)),
                         (self.features,), self.param_dtype)
       y = y + bias.astype(self.dtype)
-    return checkpoint_name(y, CONV_OUT)  # what remat policy 'convs' keeps
+    return checkpoint_name(shard_batch(y), CONV_OUT)  # what remat policy 'convs' keeps

@@ -30,6 +30,7 @@ from flax import linen as nn
 from gigagan_jax.nn.equalized import EqualDense, equalized_param
 from gigagan_jax.nn.fir import upsample2d
 from gigagan_jax.nn.remat import CONV_OUT
+from gigagan_jax.parallel import shard_batch
 
 _DN = ('NHWC', 'HWIO', 'NHWC')
 
@@ -175,4 +176,4 @@ class ModulatedConv(nn.Module):
     y = conv(x, bank, mix.astype(self.dtype), style.astype(self.dtype), self.demodulate)
     bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('conv_out',)),
                       (self.features,), self.param_dtype)
-    return checkpoint_name(y + bias.astype(self.dtype), CONV_OUT)
+    return checkpoint_name(shard_batch(y + bias.astype(self.dtype)), CONV_OUT)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from gigagan_jax.parallel import shard_batch
 from gigagan_jax.text.tokenizer import token_mask
 
 _part = nn.with_logical_partitioning
@@ -29,16 +30,17 @@ def _layer_norm(name: str, dtype, param_dtype):
 
 
 def _dense(features, names, name, dtype, param_dtype, axis=-1, use_bias=True):
-  """DenseGeneral whose kernel/bias carry logical axis names.
+  """DenseGeneral whose kernel/bias carry logical axis names, output split over the batch.
 
   `names` names every kernel axis (input axes first); the bias takes the
   output axes' names.
   """
   n_out = 1 if isinstance(features, int) else len(features)
-  return nn.DenseGeneral(
+  dense = nn.DenseGeneral(
       features, axis=axis, dtype=dtype, param_dtype=param_dtype, name=name, use_bias=use_bias,
       kernel_init=_part(nn.initializers.lecun_normal(), names),
       bias_init=_part(nn.initializers.zeros, names[-n_out:]))
+  return lambda x: shard_batch(dense(x))
 
 
 class SelfAttention(nn.Module):

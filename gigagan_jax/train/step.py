@@ -39,7 +39,7 @@ import optax
 
 from gigagan_jax import losses
 from gigagan_jax.nn.attention import collect_attention_entropy
-from gigagan_jax.parallel import batch_sharding, replicated
+from gigagan_jax.parallel import activation_mesh, batch_sharding, replicated, shard_batch
 from gigagan_jax.train import frozen_losses
 
 
@@ -127,7 +127,8 @@ def mismatched_text(text: dict, key):
   """(text of a mismatched caption per example, valid bool [B]); see
   losses.mismatched_captions. text: {'tokens' [B,L], 'eot' [B], 'features'?}."""
   index, valid = losses.mismatched_captions(text['tokens'], key)
-  return jax.tree.map(lambda x: jnp.take(x, index, axis=0), text), valid
+  # The gather reads other shards' rows; its result stays split over the batch.
+  return jax.tree.map(lambda x: shard_batch(jnp.take(x, index, axis=0)), text), valid
 
 
 def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
@@ -323,7 +324,12 @@ def jit_train_step(step_fn, state_shardings, mesh, ndims=BATCH_NDIMS) -> JittedS
   3) is static.
   """
   batch_sh = {k: batch_sharding(mesh, n) for k, n in ndims.items()}
-  jitted = jax.jit(step_fn, static_argnums=(3,),
+
+  def traced_on_mesh(*args):  # activations keep the batch sharding (parallel.shard_batch)
+    with activation_mesh(mesh):
+      return step_fn(*args)
+
+  jitted = jax.jit(traced_on_mesh, static_argnums=(3,),
                    in_shardings=(state_shardings, batch_sh, replicated(mesh)),
                    out_shardings=(state_shardings, replicated(mesh)),
                    donate_argnums=(0,))
