@@ -40,7 +40,10 @@ the same architecture (CLIP ViT-L/14 text tower of width
 config.text.feature_dim; MiniLM-L6): the same FLOPs and memory, not the same
 features, which does not matter for timing. The record says which was used.
 SR configs with an LPIPS loss and no config.loss.lpips_path file get
-random LPIPS-VGG weights the same way.
+random LPIPS-VGG weights the same way. With config.text.feature_cache
+(t2i_tiny) the step gets the batch's features from a warm cache, as in a
+training run once every caption has been seen, and runs no backbone;
+--config.text.feature_cache=false times the backbone inside the step.
 
 Output: one JSON line (fields: bench, config, overrides, task, batch_size,
 mesh, devices, device, device_kind, peak_tflops, params_g, params_d,
@@ -75,11 +78,12 @@ from gigagan_jax.config_utils import validate
 from gigagan_jax.frozen import lpips
 from gigagan_jax.text import backbone as backbone_lib
 from gigagan_jax.text import clip, minilm
+from gigagan_jax.text.feature_cache import FeatureCache
 from gigagan_jax.text.tokenizer import make_tokenizer, token_mask
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.sr_step import make_sr_train_step
 from gigagan_jax.train import frozen_losses
-from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step
+from gigagan_jax.train.step import batch_ndims, feature_cache_on, jit_train_step, make_train_step
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -297,7 +301,7 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
     step_fn = make_sr_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone)
   else:
     lp_desc = None
-    frozen = {'backbone': bb_params}
+    frozen = {'backbone': {} if feature_cache_on(config.text) else bb_params}
     step_fn = make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone)
   if frozen_losses.clip_on(config.loss) or frozen_losses.va_on(config.loss):
     # CLIP loss / vision-aided D: a random CLIP of the checkpoint's (or ViT-B/32's) sizes
@@ -307,7 +311,10 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
 
   state = parts.init(config)
   frozen = jax.device_put(frozen, parallel.replicated(mesh_))
-  data = parallel.global_batch(synthetic_batch(config, batch, vocab, seed), mesh_)
+  data = synthetic_batch(config, batch, vocab, seed)
+  if feature_cache_on(config.text):  # the loop's cache, warm: no backbone in the step
+    data['features'] = FeatureCache(backbone)(data['tokens'], data['eot'])
+  data = parallel.global_batch(data, mesh_)
   jax.block_until_ready((state, frozen, data))
 
   t0 = time.perf_counter()

@@ -26,6 +26,10 @@ def text_config():
   # Width of the backbone's features, to size models without loading weights
   # (model summary, memory planner); checked against the backbone when loaded.
   c.feature_dim = 0
+  # Compute the backbone's features once per distinct caption, on the host,
+  # and feed them with the batch (gigagan_jax/text/feature_cache.py): for data
+  # that repeats its captions; open-vocabulary data keeps the per-step backbone.
+  c.feature_cache = False
   return c
 
 

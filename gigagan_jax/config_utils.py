@@ -396,6 +396,8 @@ def validate(config: ml_collections.ConfigDict, *,
            f"must be 'byte', 'clip' or 'minilm', got {t.tokenizer!r}")
   _require(t.backbone in ('none', 'clip', 'minilm'), 'text.backbone',
            f"must be 'none', 'clip' or 'minilm', got {t.backbone!r}")
+  _require(not t.get('feature_cache', False) or t.backbone != 'none', 'text.feature_cache',
+           "caches a frozen backbone's features; with text.backbone='none' there are none")
   # Missing weight/vocab files are reported by make_tokenizer/make_backbone,
   # so that sizing tools (summary, planner) work without them.
   _require(config.loss.gan in ('logistic', 'hinge', 'lsgan', 'wgan'), 'loss.gan',

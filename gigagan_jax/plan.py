@@ -43,7 +43,7 @@ from gigagan_jax.text import clip
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train import frozen_losses
-from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step
+from gigagan_jax.train.step import batch_ndims, feature_cache_on, jit_train_step, make_train_step
 
 UNITS = {'': 1, 'b': 1, 'kib': 2**10, 'mib': 2**20, 'gib': 2**30, 'tib': 2**40,
          'kb': 10**3, 'mb': 10**6, 'gb': 10**9, 'tb': 10**12}
@@ -168,7 +168,9 @@ def _plan(config, mesh_axes: dict, device_memory: int | None, compile_step: bool
   # in the dtype the step gets them (frozen_losses: the network's compute dtype).
   clip_on, va_on = frozen_losses.clip_on(config.loss), frozen_losses.va_on(config.loss)
   clip_cfg = frozen_losses.clip_config(config) if clip_on or va_on else None
-  frozen_abs = {'backbone': {} if backbone is None else with_rep(backbone.params)}
+  # With text.feature_cache the backbone runs on the host, not in the step.
+  cached = feature_cache_on(config.text)
+  frozen_abs = {'backbone': {} if backbone is None or cached else with_rep(backbone.params)}
   if clip_cfg is not None:
     frozen_abs.update(with_rep(frozen_losses.abstract_frozen(config, clip_cfg)))
   va_heads = sum(b for name, b in leaves if name.startswith(f"['d']['{frozen_losses.VA_KEY}']"))
@@ -188,6 +190,8 @@ def _plan(config, mesh_axes: dict, device_memory: int | None, compile_step: bool
   r, length = config.generator.resolution, config.text.max_len
   shapes = {'image': ((batch, r, r, 3), 'uint8'), 'tokens': ((batch, length), 'int32'),
             'eot': ((batch,), 'int32')}
+  if cached:
+    shapes['features'] = ((batch, length, feature_dim), 'float32')
   if clip_on:
     shapes.update(clip_tokens=((batch, clip_cfg.text.max_position_embeddings), 'int32'),
                   clip_eot=((batch,), 'int32'))

@@ -15,6 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ('generator.dtype', 'float64', r'config\.generator\.dtype'),
     ('loss.gan', 'relativistic', r"config\.loss\.gan: .* got 'relativistic'"),
     ('text.backbone', 't5', r'config\.text\.backbone'),
+    ('text.backbone', 'none', r"config\.text\.feature_cache: caches a frozen backbone's"),
     ('loss.clip_weight', -0.1, r'config\.loss\.clip_weight: must be >= 0'),
     ('data.caption_swap', 0.2, r"config\.data\.caption_swap: is for super-resolution"),
 ])

@@ -50,7 +50,7 @@ RESUMABLE_FIELDS = ('mesh.', 'train.steps', 'train.max_minutes', 'train.log_ever
                     'train.sample_every', 'train.ckpt_every', 'train.keep_last',
                     'train.keep_every', 'train.inject_nan_steps', 'train.inject_nan_g_steps',
                     'generator.conv_impl', 'upsampler.conv_impl', 'generator.remat',
-                    'discriminator.remat')
+                    'discriminator.remat', 'text.feature_cache')
 
 
 def with_added_defaults(saved: dict) -> dict:

@@ -24,13 +24,14 @@ from gigagan_jax.data.pipeline import ensure_dataset, make_dataset
 from gigagan_jax.frozen import lpips
 from gigagan_jax.models.build import z_dim
 from gigagan_jax.text.backbone import make_backbone
+from gigagan_jax.text.feature_cache import FeatureCache
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import samples as samples_lib
 from gigagan_jax.train import frozen_losses
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.checkpoint import Checkpointer, unfinished_saves
 from gigagan_jax.train.sr_step import make_sr_train_step
-from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step
+from gigagan_jax.train.step import batch_ndims, feature_cache_on, jit_train_step, make_train_step
 from gigagan_jax.train.writers import NullWriter, TensorBoardWriter
 
 
@@ -179,7 +180,9 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   ndims = batch_ndims(config)
   # Frozen params of the step: text backbone, CLIP (loss, vision-aided tower) and,
   # for SR, LPIPS-VGG.
-  frozen = {'backbone': backbone_params, **frozen_clip}
+  # With the feature cache the loop, not the step, runs the backbone.
+  cache = FeatureCache(backbone) if feature_cache_on(config.text) else None
+  frozen = {'backbone': {} if cache else backbone_params, **frozen_clip}
   if sr:
     frozen['lpips'] = _lpips_params(config.loss) if config.loss.lpips_weight > 0 else {}
   # On the devices once, not sent with every step; every process holds all of it.
@@ -285,6 +288,8 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
          'while)')
     while step < tcfg.steps:
       batch = next(data_iter)
+      if cache is not None:
+        batch['features'] = cache(batch['tokens'], batch['eot'])
       batch = parallel.global_batch({k: batch[k] for k in ndims}, mesh)
       # lazy R1: the host picks the compiled variant, from its own step count
       r1_due = step_fn.r1_due(step)
@@ -360,6 +365,9 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
       if step % tcfg.sample_every:
         write_samples(step)
     ckpt.wait()
+    if cache is not None and cache.hits + cache.misses:
+      _say(f'text feature cache: {len(cache)} distinct captions, '
+           f'{cache.hits / (cache.hits + cache.misses):.0%} of lookups hit')
     _say(f'done: {step} steps\n'
          f'  checkpoint  {ckpt.directory}/{ckpt.latest_step()}\n'
          f'  samples     {samples_dir}/\n'

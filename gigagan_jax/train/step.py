@@ -76,9 +76,12 @@ def ema_beta(train_cfg, batch_size: int, step):
 
 
 def text_features(backbone, batch, backbone_params) -> dict:
-  """The text inputs of G and D: tokens, eot and (frozen, no gradient) backbone features."""
+  """The text inputs of G and D: tokens, eot and (frozen, no gradient) backbone
+  features, from the batch when the loop's FeatureCache put them there."""
   text = {'tokens': batch['tokens'], 'eot': batch['eot']}
-  if backbone is not None:
+  if 'features' in batch:
+    text['features'] = batch['features']
+  elif backbone is not None:
     text['features'] = jax.lax.stop_gradient(
         backbone.apply(backbone_params, batch['tokens'], batch['eot']))
   return text
@@ -284,12 +287,20 @@ BATCH_NDIMS = {'image': 4, 'tokens': 2, 'eot': 1}
 
 
 def batch_ndims(config) -> dict:
-  """BATCH_NDIMS of config.task ('sr' adds the low-res input 'lr'), plus the CLIP
+  """BATCH_NDIMS of config.task ('sr' adds the low-res input 'lr'), plus the
+  cached text features [B, L, D] with config.text.feature_cache and the CLIP
   loss's captions (frozen_losses.CLIP_BATCH_NDIMS) when it is on."""
   out = dict(BATCH_NDIMS, lr=4) if config.task == 'sr' else dict(BATCH_NDIMS)
+  if feature_cache_on(config.text):
+    out['features'] = 3
   if frozen_losses.clip_on(config.loss):
     out.update(frozen_losses.CLIP_BATCH_NDIMS)
   return out
+
+
+def feature_cache_on(text_cfg) -> bool:
+  """Whether the loop feeds backbone features with the batch (text/feature_cache.py)."""
+  return bool(text_cfg.get('feature_cache', False))
 
 
 class JittedStep:
