@@ -31,7 +31,6 @@ def get_config(arg=None):
   c.text.max_len = 24
   c.text.tokenizer = 'minilm'
   c.text.backbone = 'minilm'
-  c.text.feature_cache = True        # 2,598 distinct captions: MiniLM once per caption
 
   g = c.generator
   g.resolution = 32
