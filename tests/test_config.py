@@ -15,7 +15,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ('generator.dtype', 'float64', r'config\.generator\.dtype'),
     ('loss.gan', 'relativistic', r"config\.loss\.gan: .* got 'relativistic'"),
     ('text.backbone', 't5', r'config\.text\.backbone'),
-    ('text.backbone', 'none', r"config\.text\.feature_cache: caches a frozen backbone's"),
     ('loss.clip_weight', -0.1, r'config\.loss\.clip_weight: must be >= 0'),
     ('data.caption_swap', 0.2, r"config\.data\.caption_swap: is for super-resolution"),
 ])
@@ -42,3 +41,10 @@ def test_tiny_long_is_the_tiny_model_with_a_time_budget():
   assert long.optim.g_lr < tiny.optim.g_lr
   with pytest.raises(ValueError, match="'longer'"):
     load_config(os.path.join(REPO, 'configs/t2i_tiny.py:longer'))
+
+
+def test_feature_cache_needs_a_backbone():
+  config = load_config(os.path.join(REPO, 'configs/t2i_micro.py'))  # backbone 'none'
+  config.text.feature_cache = True
+  with pytest.raises(ConfigError, match=r"config\.text\.feature_cache: caches a frozen backbone's"):
+    validate(config)
