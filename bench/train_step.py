@@ -40,10 +40,9 @@ the same architecture (CLIP ViT-L/14 text tower of width
 config.text.feature_dim; MiniLM-L6): the same FLOPs and memory, not the same
 features, which does not matter for timing. The record says which was used.
 SR configs with an LPIPS loss and no config.loss.lpips_path file get
-random LPIPS-VGG weights the same way. With config.text.feature_cache
-(t2i_tiny) the step gets the batch's features from a warm cache, as in a
-training run once every caption has been seen, and runs no backbone;
---config.text.feature_cache=false times the backbone inside the step.
+random LPIPS-VGG weights the same way. With --config.text.feature_cache=true
+the step gets the batch's features from a warm cache, as in a training run
+once every caption has been seen, and runs no backbone.
 
 Output: one JSON line (fields: bench, config, overrides, task, batch_size,
 mesh, devices, device, device_kind, peak_tflops, params_g, params_d,

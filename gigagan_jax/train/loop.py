@@ -182,7 +182,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
   # for SR, LPIPS-VGG.
   # With the feature cache the loop, not the step, runs the backbone.
   cache = FeatureCache(backbone) if feature_cache_on(config.text) else None
-  frozen = {'backbone': {} if cache else backbone_params, **frozen_clip}
+  frozen = {'backbone': {} if cache is not None else backbone_params, **frozen_clip}
   if sr:
     frozen['lpips'] = _lpips_params(config.loss) if config.loss.lpips_weight > 0 else {}
   # On the devices once, not sent with every step; every process holds all of it.
