@@ -4,13 +4,13 @@ The backbone never trains, so a caption's features are the same at every
 step. Data with a finite set of captions (captioned_shapes: 2,598 distinct in
 4,096 examples) brings each of them back every epoch, and the per-step
 backbone is waste: about 0.5 GFLOP per caption for MiniLM, a fifth of
-t2i_tiny's R1-free step (off by default: the README's 200-step run with it on reached attribute
-accuracy 0.342 against 0.379 without, one run each, not yet told apart from
-GAN noise). With `config.text.feature_cache` the training loop looks the batch's
-captions up here and feeds the features to the step as `batch['features']`;
-the step then runs no backbone. Open-vocabulary data (COCO, LAION) rarely
-repeats a caption: leave the cache off there, and the step computes features
-as before.
+t2i_tiny's R1-free step. With `config.text.feature_cache` the training loop
+looks the batch's captions up here and feeds the features to the step as
+`batch['features']`; the step then runs no backbone. Open-vocabulary data
+(COCO, LAION) rarely repeats a caption: leave the cache off there, and the
+step computes features as before. It is off by default, also in t2i_tiny:
+the README's 200-step run with it on reached attribute accuracy 0.342
+against 0.379 without, one run each, not yet told apart from GAN noise.
 
 Each caption is computed on its own (a `lax.map` over rows, one program for
 one row), so its features are bitwise the same whichever batch first brings
