@@ -37,7 +37,8 @@ from gigagan_jax import parallel
 from gigagan_jax import runtime
 from gigagan_jax.config_utils import validate
 from gigagan_jax.models.build import example_g_inputs
-from gigagan_jax.nn.modulated_conv import auto_backend, chosen_impls
+from gigagan_jax.nn.conv import auto_backend
+from gigagan_jax.nn.modulated_conv import chosen_impls
 from gigagan_jax.text import backbone as backbone_lib
 from gigagan_jax.text import clip
 from gigagan_jax.text.tokenizer import make_tokenizer

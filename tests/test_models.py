@@ -12,7 +12,8 @@ from gigagan_jax.config_utils import load_config, validate
 from gigagan_jax.models.build import abstract_variables, build_models
 from gigagan_jax.models.discriminator import logit_name
 from gigagan_jax.models.generator import mix_scales, per_scale
-from gigagan_jax.nn.modulated_conv import auto_backend, chosen_impls
+from gigagan_jax.nn.conv import auto_backend
+from gigagan_jax.nn.modulated_conv import chosen_impls
 from gigagan_jax.text.tokenizer import make_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,9 @@ from flax import linen as nn
 
 from gigagan_jax.nn import (CrossAttention, ModulatedConv, SelfAttention, blur, downsample2d,
                             minibatch_std, upsample2d)
-from gigagan_jax.nn.modulated_conv import auto_backend, choose_impl
+from gigagan_jax.nn import conv as conv_lib
+from gigagan_jax.nn.conv import auto_backend
+from gigagan_jax.nn.modulated_conv import choose_impl
 
 
 def _init_apply(module, *args):
@@ -69,6 +71,29 @@ def test_auto_form_is_the_one_with_the_smaller_buffer_per_sample():
     assert choose_impl((8, 4, 4, 512), (4, 3, 3, 512, 512)) == 'fused'   # 4608 > 64
     assert choose_impl((8, 64, 64, 32), (1, 3, 3, 32, 32)) == 'fused'    # a bank of one
   assert choose_impl((8, 64, 64, 32), (4, 3, 3, 32, 32)) == 'fused'      # here: CPU
+
+
+@pytest.mark.parametrize('k', [1, 3])
+def test_cpu_conv_gradients_equal_xlas(k):
+  """conv2d's CPU form (weight gradient as one matrix product per kernel tap)
+  against XLA's own conv gradient, alone and vmapped as the grouped form uses it."""
+  rng = np.random.default_rng(k)
+  x = jnp.asarray(rng.normal(size=(3, 7, 6, 5)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(k, k, 5, 4)), jnp.float32)
+  dy = jnp.asarray(rng.normal(size=(3, 7, 6, 4)), jnp.float32)
+  assert conv_lib.target_backend() == 'cpu'
+  got = jax.vjp(conv_lib.conv2d, x, kernel)
+  want = jax.vjp(conv_lib._lax_conv, x, kernel)  # pylint: disable=protected-access
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+  for g, w in zip(got[1](dy), want[1](dy)):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+  # Per-sample kernels (vmap), as grouped_modulated_conv runs it.
+  kernels = jnp.stack([kernel, 2 * kernel, -kernel])
+  per_sample = lambda conv: jax.vmap(lambda xi, ki: conv(xi[None], ki)[0])
+  got = jax.vjp(per_sample(conv_lib.conv2d), x, kernels)[1](dy)
+  want = jax.vjp(per_sample(conv_lib._lax_conv), x, kernels)[1](dy)  # pylint: disable=protected-access
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
 def test_kernel_selection_depends_on_style():

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax.ad_checkpoint import checkpoint_name
 
+from gigagan_jax.nn.conv import conv2d
 from gigagan_jax.nn.remat import CONV_OUT
 from gigagan_jax.parallel import shard_batch
 
@@ -73,9 +74,7 @@ class EqualConv(nn.Module):
     kernel = equalized_param(self, 'kernel', (k, k, cin, self.features),
                              (None, None, 'conv_in', 'conv_out'), 1.0, self.param_dtype)
     kernel = kernel * (1.0 / math.sqrt(k * k * cin))
-    y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), (1, 1), 'SAME',
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
       bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('conv_out',)),
                         (self.features,), self.param_dtype)

@@ -18,8 +18,6 @@ cheaper one per layer, `choose_impl`):
 For a bank of one the fused form is StyleGAN2's modulate-convolve-demodulate
 with one shared kernel: no extra FLOPs and no per-sample kernel.
 """
-import contextlib
-import contextvars
 import math
 
 import jax
@@ -27,31 +25,11 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 from flax import linen as nn
 
+from gigagan_jax.nn.conv import conv2d, target_backend
 from gigagan_jax.nn.equalized import EqualDense, equalized_param
 from gigagan_jax.nn.fir import upsample2d
 from gigagan_jax.nn.remat import CONV_OUT
 from gigagan_jax.parallel import shard_batch
-
-_DN = ('NHWC', 'HWIO', 'NHWC')
-
-
-def _conv(x, kernel):
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=_DN)
-
-
-# The backend 'auto' chooses for; None = the one running (jax.default_backend()).
-# The memory planner compiles on CPU for an accelerator and sets it.
-_AUTO_BACKEND = contextvars.ContextVar('auto_backend', default=None)
-
-
-@contextlib.contextmanager
-def auto_backend(backend: str):
-  """Within: conv_impl='auto' chooses as it would on `backend` ('cpu', 'gpu', 'tpu')."""
-  token = _AUTO_BACKEND.set(backend)
-  try:
-    yield
-  finally:
-    _AUTO_BACKEND.reset(token)
 
 
 def choose_impl(x_shape, bank_shape) -> str:
@@ -69,7 +47,7 @@ def choose_impl(x_shape, bank_shape) -> str:
   """
   _, h, w, _ = x_shape
   n, k, _, cin, _ = bank_shape
-  if (_AUTO_BACKEND.get() or jax.default_backend()) == 'cpu':
+  if target_backend() == 'cpu':
     return 'fused'
   return 'fused' if n == 1 or k * k * cin > h * w * n else 'grouped'
 
@@ -103,7 +81,7 @@ def grouped_modulated_conv(x, bank, mix, style, demodulate: bool, eps: float = 1
   if demodulate:
     norm = jnp.sum(jnp.square(kernel.astype(jnp.float32)), axis=(1, 2, 3), keepdims=True)
     kernel = kernel * jax.lax.rsqrt(norm + eps).astype(kernel.dtype)
-  return jax.vmap(lambda xi, ki: _conv(xi[None], ki)[0])(x, kernel)
+  return jax.vmap(lambda xi, ki: conv2d(xi[None], ki)[0])(x, kernel)
 
 
 def fused_modulated_conv(x, bank, mix, style, demodulate: bool, eps: float = 1e-8):
@@ -111,7 +89,7 @@ def fused_modulated_conv(x, bank, mix, style, demodulate: bool, eps: float = 1e-
   n, k, _, cin, cout = bank.shape
   xs = x * style[:, None, None, :]
   wide = jnp.transpose(bank, (1, 2, 3, 0, 4)).reshape(k, k, cin, n * cout)
-  y = _conv(xs, wide).reshape(*x.shape[:3], n, cout)
+  y = conv2d(xs, wide).reshape(*x.shape[:3], n, cout)
   y = jnp.einsum('bhwnc,bn->bhwc', y, mix)
   if demodulate:
     b32 = bank.astype(jnp.float32)
