@@ -25,7 +25,8 @@ and times it on the current devices:
             0, r1_interval, ...; see train/step.py).
   FLOPs     XLA's cost analysis of the compiled R1 variant: FLOPs of the program
             one device runs (after SPMD partitioning); an upper bound, by R1's
-            share, of an average step.
+            share, of an average step. xla_flops_no_r1_per_device: the same of
+            the variant without R1 (printed per image, with and without R1).
   MFU       FLOPs per device / step_time_s / bf16 dense peak of the chip
             (bench/peaks.py; null on CPU, which has no entry).
   memory    device.memory_stats()['peak_bytes_in_use'] (GPU/TPU: the most the
@@ -48,9 +49,9 @@ Output: one JSON line (fields: bench, config, overrides, task, batch_size,
 mesh, devices, device, device_kind, peak_tflops, params_g, params_d,
 text_backbone, dtype_g, dtype_d, lower_s, compile_s, step_times_s,
 step_time_s, step_time_mean_s, img_per_s, img_per_s_mean,
-xla_flops_per_device, xla_flops_total, tflops_per_s_per_device, mfu,
-peak_bytes, peak_bytes_source, xla_memory, skipped_steps, commit, date), then
-a one-line summary.
+xla_flops_per_device, xla_flops_total, xla_flops_no_r1_per_device,
+tflops_per_s_per_device, mfu, peak_bytes, peak_bytes_source, xla_memory,
+skipped_steps, commit, date), then a one-line summary.
 """
 import datetime
 import json
@@ -325,9 +326,8 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
   if not all(step.r1_due(i) for i in range(warmup + steps)):
     variants[False] = step.lower(state, data, frozen, False).compile()
 
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get('flops', 0.0)) if cost else 0.0
+  flops = xla_flops(compiled)
+  flops_no_r1 = xla_flops(variants.get(False) or step.lower(state, data, frozen, False).compile())
   mem = compiled.memory_analysis()
   xla = {k: int(getattr(mem, f'{k}_size_in_bytes')) for k in
          ('argument', 'output', 'alias', 'temp', 'generated_code')}
@@ -356,6 +356,7 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
       'step_times_s': [round(t, 5) for t in times], 'step_time_s': med,
       'step_time_mean_s': mean, 'img_per_s': batch / med, 'img_per_s_mean': batch / mean,
       'xla_flops_per_device': flops, 'xla_flops_total': flops * n_dev,
+      'xla_flops_no_r1_per_device': flops_no_r1,
       'tflops_per_s_per_device': flops / med / 1e12,
       'peak_bytes': peak_bytes, 'peak_bytes_source': peak_src, 'xla_memory': xla,
       'skipped_steps': int(state['total_skips']),
@@ -365,13 +366,23 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
   return rec
 
 
+def xla_flops(compiled) -> float:
+  """FLOPs of one device's program, from XLA's cost analysis (0 where it has none)."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', 0.0)) if cost else 0.0
+
+
 def summary(rec: dict) -> str:
   m = rec['mesh']
+  per_image = lambda f: f * rec['devices'] / rec['batch_size'] / 1e9  # noqa: E731
   mfu = 'n/a' if rec['mfu'] is None else f'{100 * rec["mfu"]:.1f}%'
   return (f'train_step bench [{rec["config"]}, {rec["device"]}, batch {rec["batch_size"]}, mesh '
           f'{m["data"]}x{m["fsdp"]}x{m["tensor"]}]: {rec["step_time_s"] * 1000:.1f} ms/step '
           f'(median of {rec["steps"]}), {rec["img_per_s"]:.1f} img/s, '
           f'{rec["xla_flops_per_device"] / 1e12:.3f} TFLOP/step/device, MFU {mfu}, '
+          f'GFLOP/image {per_image(rec["xla_flops_per_device"]):.2f} with R1, '
+          f'{per_image(rec["xla_flops_no_r1_per_device"]):.2f} without, '
           f'peak {human_bytes(rec["peak_bytes"])} ({rec["peak_bytes_source"]}), '
           f'compile {rec["compile_s"]:.1f} s')
 

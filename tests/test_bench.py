@@ -34,8 +34,9 @@ SAMPLE_CMD = ['bench/sample.py', '--config=configs/t2i_micro.py', '--batch=2',
 TRAIN_KEYS = {'bench', 'config', 'task', 'batch_size', 'mesh', 'devices', 'device', 'device_kind',
               'peak_tflops', 'params_g', 'params_d', 'text_backbone', 'lower_s', 'compile_s',
               'step_times_s', 'step_time_s', 'step_time_mean_s', 'img_per_s', 'img_per_s_mean',
-              'xla_flops_per_device', 'xla_flops_total', 'tflops_per_s_per_device', 'mfu',
-              'peak_bytes', 'peak_bytes_source', 'xla_memory', 'skipped_steps', 'commit', 'date'}
+              'xla_flops_per_device', 'xla_flops_total', 'xla_flops_no_r1_per_device',
+              'tflops_per_s_per_device', 'mfu', 'peak_bytes', 'peak_bytes_source', 'xla_memory',
+              'skipped_steps', 'commit', 'date'}
 SAMPLE_KEYS = {'bench', 'case', 'config', 'batch', 'resolution_out', 'ms_per_call_median',
                'ms_per_image', 'img_per_s', 'times_ms', 'text_backbone', 'device', 'device_kind',
                'commit', 'date'}
@@ -84,12 +85,14 @@ def test_train_step_bench_prints_json_and_summary(outputs):
               'params_g', 'params_d'):
     assert rec[key] > 0, key
   assert rec['img_per_s'] == pytest.approx(2 / rec['step_time_s'])
+  assert 0 < rec['xla_flops_no_r1_per_device'] < rec['xla_flops_per_device']  # R1: a 2nd D pass
   assert rec['device_kind'] == 'cpu' and rec['mfu'] is None  # no CPU peak
   assert rec['peak_bytes_source'] == 'xla.memory_analysis'
   assert rec['xla_memory']['temp'] > 0
   assert json.loads(outputs['train_jsonl']) == rec  # --json_out
   assert lines[1].startswith('train_step bench [configs/t2i_micro.py')
   assert 'img/s' in lines[1] and 'MFU n/a' in lines[1]
+  assert f'GFLOP/image {rec["xla_flops_per_device"] / 2e9:.2f} with R1' in lines[1]
 
 
 def test_sample_bench_prints_json_and_summary(outputs):
