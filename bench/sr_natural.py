@@ -1,7 +1,6 @@
 r"""4x super-resolution on natural images: GigaGAN's tiny upsampler and SRCNN vs bicubic.
 
-  python bench/sr_natural.py --root=runs/sr_natural --minutes=8 --steps=100000 \
-      --gan_steps=1000                                                 # the README table
+  python bench/sr_natural.py --root=runs/sr_natural --minutes=8 --gan_steps=1000  # README table
   python bench/sr_natural.py --root=/tmp/sr_smoke --steps=5 --gan_steps=5 --gan_ramp=2  # smoke
 
 Does the upsampler beat bicubic and SRCNN on natural images and captions it
@@ -118,8 +117,9 @@ GAN_FROM = {'up_tiny_gan': 'up_tiny_psnr'}  # run -> the run it continues
 FLAGS = flags.FLAGS
 flags.DEFINE_string('root', 'runs/sr_natural', 'Everything goes here: src/, data/, one run '
                     'directory per model, eval/.')
-flags.DEFINE_integer('steps', 1500, 'Training steps of each model (5: a smoke run); with '
-                     '--minutes, the most steps.')
+flags.DEFINE_integer('steps', None, 'Training steps of each model (5: a smoke run); with '
+                     '--minutes, the most steps. Default: 1500, or with --minutes 100000 '
+                     '(the wall time ends the runs).')
 flags.DEFINE_float('minutes', 0, 'Wall-time budget of each model\'s training '
                    '(config.train.max_minutes), for comparisons at equal time; 0 = none.')
 flags.DEFINE_integer('batch_size', 8, 'Training batch (at most 14: the training images).')
@@ -215,7 +215,8 @@ def _latest_step(workdir: str) -> int:
 
 def train(root: str, data_dir: str, model: str) -> str:
   workdir = os.path.join(root, model)
-  steps, minutes = FLAGS.steps, FLAGS.minutes
+  minutes = FLAGS.minutes
+  steps = FLAGS.steps if FLAGS.steps is not None else (100_000 if minutes else 1500)
   config, overrides = MODELS[model]
   if model in GAN_FROM:
     source = os.path.join(root, GAN_FROM[model])
