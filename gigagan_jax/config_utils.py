@@ -404,6 +404,10 @@ def validate(config: ml_collections.ConfigDict, *,
            f"must be 'logistic', 'hinge', 'lsgan' or 'wgan', got {config.loss.gan!r}")
   _require(config.train.get('max_minutes', 0.0) >= 0, 'train.max_minutes',
            f'is a budget in minutes, 0 = none; got {config.train.get("max_minutes")}')
+  _require(config.train.keep_last >= 1, 'train.keep_last',
+           f'must be >= 1 (a resume needs the latest checkpoint), got {config.train.keep_last}')
+  _require(config.train.keep_every >= 0, 'train.keep_every',
+           f'must be >= 0 (0: off), got {config.train.keep_every}')
   decay = config.train.get('ema_decay', 0.0)
   _require(0 <= decay < 1, 'train.ema_decay',
            f'must be in [0, 1) (0: use train.ema_halflife_kimg), got {decay}')
