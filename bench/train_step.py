@@ -76,6 +76,7 @@ from bench import peaks
 from gigagan_jax import parallel
 from gigagan_jax.config_utils import validate
 from gigagan_jax.frozen import lpips
+from gigagan_jax.plan import xla_flops, xla_memory
 from gigagan_jax.text import backbone as backbone_lib
 from gigagan_jax.text import clip, minilm
 from gigagan_jax.text.feature_cache import FeatureCache
@@ -322,15 +323,9 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
   t1 = time.perf_counter()
   compiled = lowered.compile()
   t2 = time.perf_counter()
-  variants = {True: compiled}
-  if not all(step.r1_due(i) for i in range(warmup + steps)):
-    variants[False] = step.lower(state, data, frozen, False).compile()
-
+  variants = {True: compiled, False: step.lower(state, data, frozen, False).compile()}
   flops = xla_flops(compiled)
-  flops_no_r1 = xla_flops(variants.get(False) or step.lower(state, data, frozen, False).compile())
-  mem = compiled.memory_analysis()
-  xla = {k: int(getattr(mem, f'{k}_size_in_bytes')) for k in
-         ('argument', 'output', 'alias', 'temp', 'generated_code')}
+  xla = xla_memory(compiled)
 
   for i in range(warmup):
     state, metrics = variants[step.r1_due(i)](state, data, frozen)
@@ -356,7 +351,7 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
       'step_times_s': [round(t, 5) for t in times], 'step_time_s': med,
       'step_time_mean_s': mean, 'img_per_s': batch / med, 'img_per_s_mean': batch / mean,
       'xla_flops_per_device': flops, 'xla_flops_total': flops * n_dev,
-      'xla_flops_no_r1_per_device': flops_no_r1,
+      'xla_flops_no_r1_per_device': xla_flops(variants[False]),
       'tflops_per_s_per_device': flops / med / 1e12,
       'peak_bytes': peak_bytes, 'peak_bytes_source': peak_src, 'xla_memory': xla,
       'skipped_steps': int(state['total_skips']),
@@ -364,13 +359,6 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
   if lp_desc:
     rec['lpips_weights'] = lp_desc
   return rec
-
-
-def xla_flops(compiled) -> float:
-  """FLOPs of one device's program, from XLA's cost analysis (0 where it has none)."""
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get('flops', 0.0)) if cost else 0.0
 
 
 def summary(rec: dict) -> str:

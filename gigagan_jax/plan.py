@@ -202,14 +202,25 @@ def _plan(config, mesh_axes: dict, device_memory: int | None, compile_step: bool
   step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config, backbone,
                                         clip_cfg), parts.shardings, mesh, ndims)
   compiled = step.lower(parts.abstract, batch_abs, frozen_abs).compile()
-  mem, cost = compiled.memory_analysis(), compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  xla = {k: int(getattr(mem, f'{k}_size_in_bytes')) for k in
-         ('argument', 'output', 'alias', 'temp', 'generated_code')}
+  xla = xla_memory(compiled)
   peak = xla['argument'] + xla['output'] - xla['alias'] + xla['temp']
-  out.update(xla=xla, flops=float(cost.get('flops', 0.0)), peak=peak, device_memory=device_memory,
+  out.update(xla=xla, flops=xla_flops(compiled), peak=peak, device_memory=device_memory,
              fits=None if device_memory is None else peak <= device_memory)
   return out
+
+
+def xla_memory(compiled) -> dict:
+  """Bytes of one device's compiled program by kind, from XLA's memory analysis."""
+  mem = compiled.memory_analysis()
+  return {k: int(getattr(mem, f'{k}_size_in_bytes')) for k in
+          ('argument', 'output', 'alias', 'temp', 'generated_code')}
+
+
+def xla_flops(compiled) -> float:
+  """FLOPs of one device's compiled program, from XLA's cost analysis (0 where it has none)."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', 0.0)) if cost else 0.0
 
 
 def format_plan(p: dict) -> str:
