@@ -189,16 +189,25 @@ def gradient_penalty(d_fn, real, fake, key):
   return jnp.mean(jnp.square(norm - 1))
 
 
-def clip_contrastive_loss(image_embeds, text_embeds, temperature: float = 0.01):
+def clip_contrastive_loss(image_embeds, text_embeds, temperature: float = 0.01, tokens=None):
   """Paper Eq. 9: InfoNCE of each generated image against the batch's captions.
 
   image_embeds [B, D] (of G(c_b)), text_embeds [B, D] (of c_b); L2-normalised
-  inside. The positive for image b is caption b.
+  inside. The positive for image b is caption b. tokens: optional int [B, L]
+  of the captions; another caption with the same tokens as b's is b's own
+  caption, not a negative, and is left out of b's softmax (captioned_shapes
+  repeats captions, and caption dropout makes many empty ones): counted as a
+  negative, each copy would raise the loss's floor to log(copies) and push
+  the image away from its own caption's copies.
   """
   img = image_embeds / jnp.linalg.norm(image_embeds, axis=-1, keepdims=True)
   txt = text_embeds / jnp.linalg.norm(text_embeds, axis=-1, keepdims=True)
   logits = img @ txt.T / temperature
-  return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - jnp.diagonal(logits))
+  positive = jnp.diagonal(logits)
+  if tokens is not None:
+    same = jnp.all(tokens[:, None, :] == tokens[None, :, :], axis=-1)
+    logits = jnp.where(same & ~jnp.eye(len(same), dtype=bool), -jnp.inf, logits)
+  return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - positive)
 
 
 def d_accuracy(real, fake) -> jax.Array:

@@ -60,9 +60,7 @@ def clip_loss(clip: CLIPWeights, images, tokens, eot, *,
 
   Needs B >= 2: with one caption there is no negative and the loss is 0
   (`frozen.validate.validate_frozen` refuses data.batch_size = 1). Identical
-  captions in a batch act as negatives of each other: they raise the loss's
-  floor to log(copies) and weaken, but do not reverse, the pull of an image
-  towards its own caption.
+  captions (equal tokens) are not negatives of each other.
   """
   img, txt = clip_embeddings(clip, images, tokens, eot, dtype=dtype)
-  return losses.clip_contrastive_loss(img, txt, temperature)
+  return losses.clip_contrastive_loss(img, txt, temperature, tokens=tokens)
