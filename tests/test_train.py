@@ -5,6 +5,7 @@ onto another mesh, non-finite steps, and the refusal to resume a
 different config. (Two processes vs one: test_preemption.py.) Everything uses configs/t2i_micro.py on
 a 256-image captioned_shapes build.
 """
+import json
 import shutil
 import threading
 
@@ -232,3 +233,13 @@ def test_the_finite_check_keeps_finite_gradients_whose_squares_overflow():
   assert bool(all_finite(big, jnp.float32(1.0)))
   for bad in (np.nan, np.inf, -np.inf):
     assert not bool(all_finite(big, {'x': jnp.array([0.0, bad, 1.0])})), bad
+
+
+def test_a_resumed_run_drops_the_metrics_records_it_replays(tmp_path):
+  from gigagan_jax.train.writers import drop_records_after
+  path = tmp_path / 'metrics.jsonl'
+  assert drop_records_after(str(path), 3) == 0 and not path.exists()  # a first run
+  path.write_text(''.join(f'{{"step": {s}, "d_loss": {s / 10}}}\n' for s in (2, 4, 6, 8)))
+  assert drop_records_after(str(path), 4) == 2
+  assert [json.loads(l)['step'] for l in path.read_text().splitlines()] == [2, 4]
+  assert drop_records_after(str(path), 4) == 0

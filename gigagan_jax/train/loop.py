@@ -32,7 +32,7 @@ from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.checkpoint import Checkpointer, unfinished_saves
 from gigagan_jax.train.sr_step import make_sr_train_step
 from gigagan_jax.train.step import batch_ndims, feature_cache_on, jit_train_step, make_train_step
-from gigagan_jax.train.writers import NullWriter, TensorBoardWriter
+from gigagan_jax.train.writers import NullWriter, TensorBoardWriter, drop_records_after
 
 
 # Metrics on the progress line: (label, metric, decimals); absent ones are left out.
@@ -231,6 +231,10 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
     if jax.process_index() == 0:
       logs = storage.StagedDir(workdir, fetch=('metrics.jsonl',))
       cleanup.callback(logs.close)
+      dropped = drop_records_after(logs.path('metrics.jsonl'), int(state['step']))
+      if dropped:
+        _say(f'metrics.jsonl: dropped {dropped} record(s) after step {int(state["step"])}, '
+             'the steps this run replays')
       writer = TensorBoardWriter(logs.path(''))
       cleanup.callback(writer.close)  # before logs.close uploads its last events
     else:

@@ -1,10 +1,12 @@
-"""TensorBoard event files without TensorFlow.
+"""The run's logs: TensorBoard event files without TensorFlow, and metrics.jsonl.
 
 clu's metric writers import TensorFlow, which this project never installs; the
 `tensorboard` package alone can write event files, so this small writer uses
 it with the same interface (write_scalars / write_images / flush).
 """
 import io
+import json
+import os
 import time
 
 import numpy as np
@@ -59,3 +61,21 @@ class NullWriter:
 
   def close(self):
     pass
+
+
+def drop_records_after(path: str, step: int) -> int:
+  """Removes the lines of a metrics.jsonl whose 'step' is past `step`; their count.
+
+  A run resumed from its checkpoint at `step` replays the steps after it, and
+  logs them again: without this, the file would hold those steps twice, from
+  two different trajectories when the replay is not bitwise (other hardware).
+  """
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.readlines()
+  keep = [l for l in lines if not l.strip() or json.loads(l).get('step', 0) <= step]
+  if len(keep) < len(lines):
+    with open(path, 'w') as f:
+      f.writelines(keep)
+  return len(lines) - len(keep)
