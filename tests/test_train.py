@@ -132,8 +132,9 @@ def test_sharded_steps_match_single_device_and_restore_across_meshes(data_dir, m
   assert all(x.sharding.mesh.devices.size == 1 for x in jax.tree.leaves(restored['g']))
   state6, losses6 = jax.device_get(run(mesh1, step1, restored, batches[3:]))
   np.testing.assert_allclose(losses6, ref_losses6, rtol=1e-3, atol=1e-4)
-  for key in ('g', 'd', 'ema'):
-    assert_trees_close(state6[key], ref_state6[key], rtol=1e-2, atol=1e-4)
+  for key in ('g', 'd', 'ema'):  # six Adam steps of rounding-noise outliers (see above)
+    assert_trees_close(state6[key], ref_state6[key], rtol=1e-2, atol=1e-4,
+                       outlier_atol=2 * outlier_atol)
 
 
 # ------------------------------------------------------- resume, restore
