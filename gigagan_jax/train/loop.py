@@ -231,9 +231,10 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
     if jax.process_index() == 0:
       logs = storage.StagedDir(workdir, fetch=('metrics.jsonl',))
       cleanup.callback(logs.close)
-      dropped = drop_records_after(logs.path('metrics.jsonl'), int(state['step']))
+      start = int(state['step'])
+      dropped = drop_records_after(logs.path('metrics.jsonl'), start)
       if dropped:
-        _say(f'metrics.jsonl: dropped {dropped} record(s) after step {int(state["step"])}, '
+        _say(f'metrics.jsonl: dropped {dropped} record(s) after step {start}, '
              'the steps this run replays')
       writer = TensorBoardWriter(logs.path(''))
       cleanup.callback(writer.close)  # before logs.close uploads its last events
