@@ -26,6 +26,7 @@ from gigagan_jax.train import loop
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.checkpoint import Checkpointer, ConfigMismatchError
 from gigagan_jax.train.step import BATCH_NDIMS, all_finite, jit_train_step, make_train_step
+from gigagan_jax.train.writers import drop_records_after
 
 pytestmark = pytest.mark.slow
 
@@ -237,7 +238,6 @@ def test_the_finite_check_keeps_finite_gradients_whose_squares_overflow():
 
 
 def test_a_resumed_run_drops_the_metrics_records_it_replays(tmp_path):
-  from gigagan_jax.train.writers import drop_records_after
   path = tmp_path / 'metrics.jsonl'
   assert drop_records_after(str(path), 3) == 0 and not path.exists()  # a first run
   path.write_text(''.join(f'{{"step": {s}, "d_loss": {s / 10}}}\n' for s in (2, 4, 6, 8)))
