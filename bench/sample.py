@@ -235,28 +235,33 @@ def main(argv):
   dev = tsb.device_record(FLAGS.device_kind)
   common = {'config': tsb.config_name('config'),
             'overrides': tsb.config_overrides('config') + tsb.config_overrides('up_config')}
+  stamp = {**dev, 'commit': tsb.git_commit(), 'date': tsb.today()}
+  records = []
+
+  def emit(rec: dict):
+    """Prints and saves each record as it comes: a later case that runs out of time (minutes
+    of compile on a GPU) does not take the earlier figures with it."""
+    records.append(rec)
+    line = json.dumps(dict(rec, **stamp))
+    print(line, flush=True)
+    if FLAGS.json_out:
+      with open(FLAGS.json_out, 'a') as f:
+        f.write(line + '\n')
+
   g = Model(config, FLAGS.text_backbone, FLAGS.seed)
   common['text_backbone'] = g.backbone_desc
-  records = [dict(r, **common, dtype=g.dtype) for r in
-             bench_generator(g, sorted({1, FLAGS.batch}), FLAGS.warmup, FLAGS.repeats)]
+  for r in bench_generator(g, sorted({1, FLAGS.batch}), FLAGS.warmup, FLAGS.repeats):
+    emit(dict(r, **common, dtype=g.dtype))
   if not (FLAGS.skip_pipeline and FLAGS.skip_tiled):
     up = Model(up_config, FLAGS.text_backbone, FLAGS.seed)
     common.update(up_config=tsb.config_name('up_config'), text_backbone_up=up.backbone_desc)
     if not FLAGS.skip_pipeline:
-      records += [dict(r, **common, dtype=g.dtype, dtype_up=up.dtype) for r in
-                  bench_pipeline(g, up, sorted({1, FLAGS.pipeline_batch}), FLAGS.warmup,
-                                 FLAGS.repeats)]
+      for r in bench_pipeline(g, up, sorted({1, FLAGS.pipeline_batch}), FLAGS.warmup,
+                              FLAGS.repeats):
+        emit(dict(r, **common, dtype=g.dtype, dtype_up=up.dtype))
     if not FLAGS.skip_tiled:
-      records.append(dict(bench_tiled(up, FLAGS.tiled_out, FLAGS.tile, FLAGS.overlap,
-                                      FLAGS.tile_batch, FLAGS.tiled_repeats),
-                          **common, dtype_up=up.dtype))
-  stamp = {**dev, 'commit': tsb.git_commit(), 'date': tsb.today()}
-  lines = [json.dumps(dict(r, **stamp)) for r in records]
-  for line in lines:
-    print(line, flush=True)
-  if FLAGS.json_out:
-    with open(FLAGS.json_out, 'a') as f:
-      f.write(''.join(line + '\n' for line in lines))
+      emit(dict(bench_tiled(up, FLAGS.tiled_out, FLAGS.tile, FLAGS.overlap, FLAGS.tile_batch,
+                            FLAGS.tiled_repeats), **common, dtype_up=up.dtype))
   print(summary(records, dev['device']), flush=True)
 
 
