@@ -1,7 +1,7 @@
 """Evaluates the checkpoints of a training run.
 
   python -m gigagan_jax.evaluate --workdir=runs/tiny --all
-  python -m gigagan_jax.evaluate --workdir=runs/tiny --step=200
+  python -m gigagan_jax.evaluate --workdir=runs/tiny --step=300
   python -m gigagan_jax.evaluate --workdir=runs/t2i --all \
       --eval_config=configs/eval_coco2014_30k.py --eval_config.inception_path=...
 
