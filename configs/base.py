@@ -113,6 +113,10 @@ def get_base_config():
   # batch (applied after dropout). SR only: it teaches the upsampler that a
   # caption may not describe the image; t2i needs matched pairs and refuses it.
   data.caption_swap = 0.0
+  # Probability that each word of a caption is left out (after dropout and
+  # flips): many word subsets of each caption, so that a model trained on few
+  # captions cannot key on whole captions it memorised.
+  data.word_dropout = 0.0
   data.read_threads = 2              # threads per process (or worker) reading + transforming batches
   # Prepared TFDS datasets with other feature names: the uint8 image feature and
   # the caption feature. A ClassLabel caption feature becomes

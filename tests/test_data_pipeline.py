@@ -281,3 +281,25 @@ def test_prepared_tfds_dataset_with_class_label_captions(tmp_path):
   c.builder, c.resolution, c.caption_key = 'labelled_toy', 32, 'caption'
   with pytest.raises(ConfigError, match=r"config\.data\.caption_key='caption'.*label"):
     _make(c)
+
+
+def test_word_dropout_keeps_words_in_order_and_leaves_the_rest_of_the_stream(data_cfg):
+  """Each caption becomes an ordered subset of its words; images and labels are those
+  of the run without it (its draws come last), and it is seeded."""
+  plain = list(_make(_cfg(data_cfg, random_flip=True), num_epochs=1))
+  cut = list(_make(_cfg(data_cfg, random_flip=True, word_dropout=0.3), num_epochs=1))
+  kept, total = 0, 0
+  for bp, bc in zip(plain, cut):
+    np.testing.assert_array_equal(bp['image'], bc['image'])
+    np.testing.assert_array_equal(bp['position'], bc['position'])
+    for full, sub in zip(bp['caption'], bc['caption']):
+      words, rest = str(full).split(), iter(str(full).split())
+      assert all(w in rest for w in str(sub).split())  # a subsequence of the words
+      kept, total = kept + len(str(sub).split()), total + len(words)
+    np.testing.assert_array_equal(bc['tokens'], tokenize(list(bc['caption']))['tokens'])
+  assert 0.6 < kept / total < 0.8   # 0.7 of the words stay
+  again = np.concatenate([b['caption'] for b in _make(
+      _cfg(data_cfg, random_flip=True, word_dropout=0.3), num_epochs=1)])
+  np.testing.assert_array_equal(again, np.concatenate([b['caption'] for b in cut]))
+  with pytest.raises(ConfigError, match=r'config\.data\.word_dropout'):
+    _make(_cfg(data_cfg, word_dropout=1.0))

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
@@ -177,6 +178,11 @@ def test_evaluate_sr_gives_each_prompt_setting_its_own_row(tmp_path):
   pairs = sr_eval.load_pairs(model.config, num_images=4)
   sr, _ = sr_eval.evaluate_model(model, pairs, batch_size=4)
   assert sr_eval.metrics_of(sr, pairs['hr'], 4)['psnr'] == psnr['own']
+  # 'own' is the whole caption: the run's training word dropout stays in training.
+  whole = ml_collections.ConfigDict(model.config.to_dict())
+  assert whole.data.word_dropout > 0
+  whole.data.word_dropout = 0.0
+  assert pairs['captions'] == sr_eval.load_pairs(whole, num_images=4)['captions']
   # Prompts the tokenizer cannot keep whole: empty (also after whitespace
   # cleaning) is start + end token; too long is cut, keeping the end token
   # (gigagan_jax/text/tokenizer.py); any Unicode is bytes. The model runs on all.

@@ -209,10 +209,12 @@ class Preprocess(grain.transforms.RandomMap):
   """
 
   def __init__(self, resolution, random_flip, caption_dropout, image_key, caption_key,
-               class_names=None, caption_template='{}', label_keys=(), degradation=None):
+               class_names=None, caption_template='{}', label_keys=(), degradation=None,
+               word_dropout=0.0):
     self.resolution = resolution
     self.random_flip = random_flip
     self.caption_dropout = caption_dropout
+    self.word_dropout = word_dropout
     self.image_key, self.caption_key = image_key, caption_key
     self.class_names = class_names
     self.caption_template = caption_template
@@ -246,7 +248,16 @@ class Preprocess(grain.transforms.RandomMap):
     if self.degradation is not None:
       out['lr'], image = degrade.make_pair(image, self.degradation, rng=rng)
     out['image'] = np.ascontiguousarray(image)
+    if self.word_dropout > 0:  # drawn last: the other options' streams stay as without it
+      out['caption'] = drop_words(caption, self.word_dropout, rng)
     return out
+
+
+def drop_words(caption: str, p: float, rng: np.random.Generator) -> str:
+  """`caption` with each (space-separated) word left out with probability p."""
+  words = caption.split()
+  kept = rng.uniform(size=len(words)) >= p
+  return ' '.join(w for w, k in zip(words, kept) if k)
 
 
 def collate(examples: list) -> dict:
@@ -361,7 +372,7 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, *, tokenize, seed: int,
   ds = ds.random_map(Preprocess(
       data_cfg.resolution, data_cfg.random_flip, data_cfg.caption_dropout,
       data_cfg.image_key, ck, class_names, data_cfg.caption_template, label_keys,
-      degradation), seed=stream_seed())
+      degradation, data_cfg.get('word_dropout', 0.0)), seed=stream_seed())
   ds = ds.batch(per_process, drop_remainder=True, batch_fn=collate)
   if data_cfg.get('caption_swap', 0.0) > 0:
     ds = ds.random_map(SwapCaptions(data_cfg.caption_swap), seed=stream_seed(1))

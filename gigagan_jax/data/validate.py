@@ -44,6 +44,8 @@ def check_data_config(data_cfg: ml_collections.ConfigDict, process_count: int = 
            f'is a probability in [0, 1], got {d.caption_dropout}')
   swap = d.get('caption_swap', 0.0)
   _require(0.0 <= swap <= 1.0, 'caption_swap', f'is a probability in [0, 1], got {swap}')
+  words = d.get('word_dropout', 0.0)
+  _require(0.0 <= words < 1.0, 'word_dropout', f'is a probability in [0, 1), got {words}')
   _require('{}' in d.caption_template, 'caption_template',
            f"must contain '{{}}' where the class name goes, got {d.caption_template!r}")
   return data_cfg

@@ -117,7 +117,9 @@ def eval_data_config(config, hr_size: int | None = None) -> ml_collections.Confi
   data = ml_collections.ConfigDict(config.data.to_dict())
   data.batch_size = 1          # every held-out example (make_dataset drops partial batches)
   data.random_flip = False
-  data.caption_dropout = 0.0
+  data.caption_dropout = 0.0   # each held-out image keeps its whole caption
+  data.caption_swap = 0.0
+  data.word_dropout = 0.0
   data.num_workers = 0
   data.split = 'test'
   if hr_size is not None:
