@@ -2,6 +2,8 @@ r"""4x super-resolution on natural images: GigaGAN's tiny upsampler and SRCNN vs
 
   python bench/sr_natural.py --root=runs/sr_natural --minutes=8 --gan_steps=1000  # README table
   python bench/sr_natural.py --root=/tmp/sr_smoke --steps=5 --gan_steps=5 --gan_ramp=2  # smoke
+  python bench/sr_natural.py --root=runs/sr_val --held_out=validation --minutes=4 \
+      --models=srcnn,up_tiny_psnr --override=--config.data.word_dropout=0.5  # choosing settings
 
 Does the upsampler beat bicubic and SRCNN on natural images and captions it
 never saw? Stages (each prints the command it runs; re-running resumes
@@ -98,15 +100,27 @@ HELD_OUT = {
     'motorcycle_wheel': ('motorcycle', 244, 480,
                          'the front wheel of a red motorcycle on a concrete floor'),
 }
+# A validation set to choose settings on, so that the table's held-out crops
+# are not tuned on (--held_out=validation): 6 crops of matplotlib's bundled
+# grace_hopper.jpg (600 x 512), a photo neither set otherwise holds.
+VALIDATION = {
+    'grace_a': ('grace', 0, 0, 'the dark background beside the grey hair of a woman'),
+    'grace_b': ('grace', 0, 256, 'the face and grey hair of an old woman in a portrait'),
+    'grace_c': ('grace', 256, 0, 'a grey curl of hair against a blue background'),
+    'grace_d': ('grace', 256, 256, 'the sleeve of a dark navy uniform with gold stripes'),
+    'grace_e': ('grace', 344, 0, 'medals and ribbons on the chest of a navy uniform'),
+    'grace_f': ('grace', 344, 256, 'a white collar and a dark jacket with a medal'),
+}
 HELD_OUT_SIZE = 256
 TEST_FRACTION = 0.5
 MODELS = {  # run name -> (config, its own overrides)
     'up_tiny': ('configs/up_tiny.py', []),
     # PSNR-oriented: pixel loss only, no D (Real-ESRNet before Real-ESRGAN).
     'up_tiny_psnr': ('configs/up_tiny.py', ['--config.loss.gan_weight=0']),
-    # The same without caption dropout (SR configs drop captions by default).
+    # The same without caption and word dropout (SR configs' defaults).
     'up_tiny_psnr_nodrop': ('configs/up_tiny.py', ['--config.loss.gan_weight=0',
-                                                   '--config.data.caption_dropout=0']),
+                                                   '--config.data.caption_dropout=0',
+                                                   '--config.data.word_dropout=0']),
     # up_tiny_psnr's run, continued with the GAN term ramped in over --gan_ramp
     # steps, for --gan_steps steps in all (Real-ESRNet, then Real-ESRGAN).
     'up_tiny_gan': ('configs/up_tiny.py', []),
@@ -136,6 +150,9 @@ flags.DEFINE_float('gan_scale', 1.0, 'up_tiny_gan\'s GAN weight after the ramp, 
 flags.DEFINE_list('models', ['up_tiny_psnr', 'up_tiny_gan', 'srcnn'], f'Models to train and compare, of {list(MODELS)}.')
 flags.DEFINE_multi_string('override', [], 'Extra --config.* flag for every training run.')
 flags.DEFINE_string('lpips_path', None, 'LPIPS-VGG npz for the evaluation (optional).')
+flags.DEFINE_enum('held_out', 'test', ['test', 'validation'], 'Held-out crops: the 13 '
+                  'of the README table, or the 6 validation crops (VALIDATION) to choose '
+                  'settings on. Use a separate --root for each.')
 flags.DEFINE_bool('overwrite_data', False, 'Rewrite the images and rebuild the dataset.')
 flags.DEFINE_bool('skip_train', False, 'Only evaluate the existing runs.')
 
@@ -155,10 +172,17 @@ def file_name(name: str, held_out: bool) -> str:
 
 
 def sample_image(name: str) -> np.ndarray:
-  """uint8 [H, W, 3] of skimage.data.<name>() (gray -> 3 channels, alpha dropped on white)."""
+  """uint8 [H, W, 3] of skimage.data.<name>() or 'motorcycle' / 'grace' (see HELD_OUT,
+  VALIDATION); gray -> 3 channels, alpha dropped on white."""
   from skimage import data  # pylint: disable=g-import-not-at-top
-  img = np.asarray(data.stereo_motorcycle()[0] if name == 'motorcycle' else
-                   getattr(data, name)())
+  if name == 'grace':
+    from matplotlib import cbook  # pylint: disable=g-import-not-at-top
+    img = np.asarray(Image.open(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)))
+  elif name == 'motorcycle':
+    img = data.stereo_motorcycle()[0]
+  else:
+    img = getattr(data, name)()
+  img = np.asarray(img)
   if img.ndim == 2:
     img = np.repeat(img[..., None], 3, -1)
   if img.shape[-1] == 4:  # logo: composite on white, as image_folder does
@@ -171,7 +195,8 @@ def write_images(src: str) -> dict:
   """Writes the PNGs and caption sidecars; returns {file: split}."""
   os.makedirs(src, exist_ok=True)
   images = {name: (sample_image(name), caption, False) for name, caption in TRAIN.items()}
-  for name, (photo, top, left, caption) in HELD_OUT.items():
+  held_out = VALIDATION if FLAGS.held_out == 'validation' else HELD_OUT
+  for name, (photo, top, left, caption) in held_out.items():
     crop = sample_image(photo)[top:top + HELD_OUT_SIZE, left:left + HELD_OUT_SIZE]
     assert crop.shape[:2] == (HELD_OUT_SIZE,) * 2, (name, crop.shape)
     images[name] = crop, caption, True
@@ -193,7 +218,7 @@ def prepare(root: str) -> str:
   _, report = prep.build_image_folder(src, data_dir, FLAGS.resolution,
                                       test_fraction=TEST_FRACTION,
                                       overwrite=FLAGS.overwrite_data, progress=False)
-  want = {'train': len(TRAIN), 'test': len(HELD_OUT)}
+  want = {'train': len(TRAIN), 'test': len(split) - len(TRAIN)}
   if report.written and report.written != want:
     raise RuntimeError(f'split sizes {report.written}, expected {want}; files: {split}')
   print(f'data: {want} images at {FLAGS.resolution} px in {data_dir}; held out: '

@@ -61,7 +61,7 @@ SIZE_BLOCKS = {'tiny': up_base.tiny_upsampler, 'paper': up_base.paper_upsampler}
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('size', 'tiny', ['tiny', 'paper'], 'GigaGAN upsampler size (ignored with '
-                  '--config): tiny (~0.75M, CPU) or paper (~359M, an accelerator).')
+                  '--config): tiny (~0.76M, CPU) or paper (~359M, an accelerator).')
 config_flags.DEFINE_config_file('config', None, 'Optional SR config (FILE[:ARG], e.g. '
                                 'configs/sr_baselines.py:swinir) whose upsampler is timed '
                                 'in both measurements instead of --size.')

@@ -14,7 +14,7 @@ does; the frozen text backbone is not counted, as for G):
                       the paper's own 128->1024 model is wider (693M) and is
                       not sized here. paper_upsampler(4) has 358.2M (the
                       paper's 4x ImageNet 64->256 model: 359M).
-  tiny_upsampler(4)   0.74M, 16 -> 64 px (or 64 -> 256) on CPU; (8): 0.75M.
+  tiny_upsampler(4)   0.76M, 16 -> 64 px (or 64 -> 256) on CPU; (8): 0.76M.
 """
 import ml_collections
 
@@ -83,7 +83,7 @@ def upsampler_config(scale: int = 8) -> ml_collections.ConfigDict:
 
 
 def tiny_upsampler(scale: int = 4) -> ml_collections.ConfigDict:
-  """CPU-sized block: 0.74M parameters at scale 4 (16 -> 64 px), 0.75M at 8."""
+  """CPU-sized block: 0.76M parameters at scale 4 (16 -> 64 px) and at 8."""
   u = upsampler_config(scale)
   u.z_dim = 32
   u.w_dim = 64
@@ -92,9 +92,13 @@ def tiny_upsampler(scale: int = 4) -> ml_collections.ConfigDict:
   u.down_channels = (32, 48, 64, 64)
   u.down_kernel_bank = (1, 2, 2)
   widths = {-2: 64, -1: 64, 0: 48, 1: 32, 2: 16, 3: 16, 4: 16}
+  # Two layers in the stages above the input side: the first upsamples, the
+  # second is a 3x3 conv at the stage's full resolution, where the detail
+  # that PSNR rewards is drawn (bench/sr_natural.py's validation crops, 4
+  # minutes each: 0.41 dB more with the empty prompt than one layer).
   u.up_channels, u.up_convs, u.up_kernel_bank = _up_lists(
       scale, u.num_down, widths, banks={-2: 2, -1: 2, 0: 2, 1: 1, 2: 1, 3: 1, 4: 1},
-      convs={s: 1 for s in widths})
+      convs={s: 1 if s < 1 else 2 for s in widths})
   u.self_attn_stages = (0,)
   u.cross_attn_stages = (0, 1)
   u.attn_heads = 2

@@ -3,7 +3,7 @@
   python -m gigagan_jax.train --config=configs/up_tiny.py --workdir=runs/up_tiny
 
 Trains on the embedded captioned_shapes data at 64 px (bicubic 4x LR inputs)
-with L1 + GAN + matching-aware losses; a 0.74M-parameter upsampler. For the
+with L1 + GAN + matching-aware losses; a 0.76M-parameter upsampler. For the
 PSNR-oriented model (pixel loss only, no D): --config.loss.gan_weight=0. LPIPS is
 off because it needs VGG16 weights (set loss.lpips_weight and loss.lpips_path).
 """
