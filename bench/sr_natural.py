@@ -177,7 +177,7 @@ def sample_image(name: str) -> np.ndarray:
   from skimage import data  # pylint: disable=g-import-not-at-top
   if name == 'grace':
     from matplotlib import cbook  # pylint: disable=g-import-not-at-top
-    img = np.asarray(Image.open(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)))
+    img = Image.open(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
   elif name == 'motorcycle':
     img = data.stereo_motorcycle()[0]
   else:
