@@ -184,7 +184,8 @@ def define_flags():
                       'and written next to it as NNNN_xS.png.')
   flags.DEFINE_integer('upsampler_step', None, 'Checkpoint of --upsampler; default: the latest.')
   flags.DEFINE_integer('upsample_times', 1, 'Passes of the upsampler (2: e.g. 64 -> 512 -> 4096).')
-  flags.DEFINE_integer('upsample_tile', 64, 'Low-res tile side of the upsampler passes.')
+  flags.DEFINE_integer('upsample_tile', None, 'Low-res tile side of the upsampler passes; '
+                       'default: the LR side the upsampler was trained on.')
 
 
 FLAGS = flags.FLAGS
@@ -202,11 +203,12 @@ def read_prompts(prompts, prompts_file) -> list[str]:
 
 def run(workdir, *, prompts, seeds, mode='grid', step=None, prompt_b=None, mix_seeds=(100,),
         psi=1.0, crossover=None, frames=8, batch_size=16, gif_ms=120, out=None,
-        upsampler=None, upsampler_step=None, upsample_times=1, upsample_tile=64) -> dict:
+        upsampler=None, upsampler_step=None, upsample_times=1, upsample_tile=None) -> dict:
   """Draws and writes the images of `mode`; returns the settings written to settings.json.
 
   With `upsampler` (an SR run's workdir) every image also goes through that
-  run's EMA upsampler `upsample_times` times, tiled by `upsample_tile`.
+  run's EMA upsampler `upsample_times` times, tiled by `upsample_tile` (None: the
+  LR side it was trained on).
   """
   if mode in ('prompt_mix', 'interp_prompt') and not prompt_b:
     raise app.UsageError(f'--mode={mode} needs --prompt_b')
@@ -275,7 +277,7 @@ def run(workdir, *, prompts, seeds, mode='grid', step=None, prompt_b=None, mix_s
   if sr_model is not None:
     settings['upsampler'] = {'workdir': str(storage.run_path(upsampler)), 'step': sr_model.step,
                              'kind': sr_model.kind, 'times': upsample_times,
-                             'tile': upsample_tile}
+                             'tile': upsample_tile or sr_model.train_tile}
   storage.write_bytes(out / 'settings.json', json.dumps(settings, indent=1).encode())
   return settings
 

@@ -111,6 +111,10 @@ def test_upsample_tiled_and_chained_sizes(sr_run, tmp_path):
   out, passes = upsample.upsample_image(model, image[:10, :12], tile=16, times=2)
   assert out.shape == (160, 192, 3) and out.dtype == np.uint8  # 10x12 * 4 * 4
   assert [p['in_size'] for p in passes] == [[10, 12], [40, 48]]
+  # The default tile is the training LR side: 64 px HR crops / 4.
+  assert model.train_tile == 16
+  _, passes = upsample.upsample_image(model, image)
+  assert passes[0]['tile'] == 16 and passes[0]['tiles'] == 2 * 3
 
 
 def test_upsample_errors_name_the_file(sr_run, tmp_path):
@@ -154,6 +158,21 @@ def test_evaluate_sr_table_and_bicubic_reference(sr_run, tmp_path):
   assert saved['rows'][0]['lpips'] == pytest.approx(float(np.mean(want_lpips)), rel=1e-4)
   assert np.isfinite(saved['rows'][1]['lpips'])
   assert record['rows'][1]['params'] > 0 and record['rows'][1]['ms_per_image'] > 0
+  # By default each model runs on tiles of its training LR side (here the
+  # whole 16 px input); --tile=8 runs 3 x 3 tiles of 8 px per image, as the
+  # upsample CLI would, and --tile=0 whole images in batches.
+  assert record['rows'][1]['tile'] == 16 and '| srcnn_run | srcnn | - | 16 |' in table
+  model = upsample.SRModel.from_run(sr_run)
+  tiled = [upsample.upsample_image(model, lr, seed=i, tile=8)[0] for i, lr in enumerate(pairs['lr'])]
+  whole, _ = sr_eval.evaluate_model(model, pairs, batch_size=2)
+  for tile, want in ((8, np.stack(tiled)), (0, whole)):
+    rec = sr_eval.evaluate_runs([sr_run], out_dir=out, num_images=4, batch_size=2, tile=tile,
+                                verbose=False)
+    assert rec['protocol']['tile'] == tile and rec['rows'][1]['tile'] == tile
+    assert rec['rows'][1]['per_image']['psnr'] == sr_eval.metrics_of(want, pairs['hr'], 4)['psnr']
+  assert not np.array_equal(tiled, whole)  # the seams of 8 px tiles show
+  with pytest.raises(ValueError, match='--tile=-1'):
+    sr_eval.evaluate_runs([sr_run], tile=-1)
 
 
 def test_evaluate_sr_gives_each_prompt_setting_its_own_row(tmp_path):

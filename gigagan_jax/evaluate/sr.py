@@ -3,7 +3,7 @@ r"""Super-resolution evaluation: PSNR / SSIM / LPIPS of SR runs against bicubic.
   python -m gigagan_jax.evaluate --task=sr --workdir=runs/up_tiny [--workdir=runs/srcnn ...]
       [--step=N] [--out=DIR] [--num_images=N] [--lpips_path=lpips_vgg.npz]
       [--batch_size=8] [--seed=0] [--hr_size=0] [--num_crops=4] [--crop_size=128]
-      [--prompts=own,other,empty]
+      [--prompts=own,other,empty] [--tile=N]
 
 Protocol (written to sr_metrics.json as 'protocol'):
   * inputs: the held-out split ('test') of the runs' data config, read in
@@ -27,9 +27,17 @@ Protocol (written to sr_metrics.json as 'protocol'):
     it whose caption differs (a caption that describes another image);
     'empty', the empty prompt. Bicubic and the baselines ignore text: one row
     each.
-  * ms/image: the model's forward pass on the device, after a warm-up call
-    (compilation excluded), batches of --batch_size (the last one padded),
-    input transfer and output pull included.
+  * tiles (`--tile`): each model runs on LR tiles of the side it was trained
+    on (data.degradation.hr_size / scale), blended as `python -m
+    gigagan_jax.upsample` blends them (gigagan_jax/tiling.py, overlap a
+    quarter of the tile), --batch_size tiles per call: a model is scored on
+    inputs like those it learned from, as a user upsamples with it. --tile=N
+    sets N LR px for every model; --tile=0 runs each image whole, in batches
+    of --batch_size images. Held-out images no larger than a tile are one
+    tile, the same as whole.
+  * ms/image: the model's forward passes on the device, after a warm-up call
+    (compilation excluded), input transfer and output pull (and the tiling's
+    blending) included.
 
 Several --workdir values put models side by side; they must share the scale
 and the data (builder, data_dir, resolution, size, degradation), else the
@@ -59,7 +67,7 @@ from gigagan_jax import storage
 from gigagan_jax.inference import run_config
 from gigagan_jax.train.checkpoint import diff_configs
 from gigagan_jax.train.samples import to_uint8
-from gigagan_jax.upsample import SRModel
+from gigagan_jax.upsample import SRModel, upsample_image
 
 # Data fields that must agree between runs compared in one table.
 _DATA_FIELDS = ('builder', 'data_dir', 'resolution', 'num_examples', 'image_key', 'caption_key',
@@ -219,22 +227,34 @@ def metrics_of(sr: np.ndarray, hr: np.ndarray, scale: int, lpips_params=None,
   return out
 
 
-def _row(name, kind, params, step, workdir, per_image, ms, prompt=None) -> dict:
+def _row(name, kind, params, step, workdir, per_image, ms, prompt=None, tile=None) -> dict:
   mean = lambda v: None if v is None else float(np.mean(v))
   return {'name': name, 'kind': kind, 'prompt': prompt, 'params': params, 'step': step,
-          'workdir': workdir,
+          'workdir': workdir, 'tile': tile,
           'psnr': mean(per_image['psnr']), 'ssim': mean(per_image['ssim']),
           'lpips': mean(per_image['lpips']), 'ms_per_image': ms, 'per_image': per_image}
 
 
 def evaluate_model(model: SRModel, pairs: dict, *, batch_size: int = 8, seed: int = 0,
-                   prompts: list | None = None):
+                   prompts: list | None = None, tile: int = 0):
   """uint8 outputs [N, H, W, 3] of `model` on pairs['lr'] and its ms/image, with
-  `prompts` (default: pairs['captions'])."""
+  `prompts` (default: pairs['captions']) and z of seed + i for image i.
+
+  tile: 0 = whole images, batch_size at a time; else each image in LR tiles of
+  this side (upsample_image), batch_size tiles at a time.
+  """
   n = len(pairs['lr'])
+  prompts = pairs['captions'] if prompts is None else prompts
+  if tile:
+    fn = lambda i: upsample_image(model, pairs['lr'][i], prompt=prompts[i], seed=seed + i,
+                                  tile=tile, batch=batch_size)[0]
+    fn(0)  # warm-up: compiles the tile batch
+    t0 = time.perf_counter()
+    out = np.stack([fn(i) for i in range(n)])
+    return out, (time.perf_counter() - t0) * 1000 / n
   b = max(1, min(batch_size, n))
   lr = pairs['lr'].astype(np.float32) / 127.5 - 1
-  text = model.text(pairs['captions'] if prompts is None else prompts)
+  text = model.text(prompts)
   z = model.latents(range(seed, seed + n))
   fn = lambda i: model(lr[i], {k: v[i] for k, v in text.items()}, z[i])
   out, ms = run_batched(fn, n, b)
@@ -251,14 +271,15 @@ def bicubic_outputs(pairs: dict, scale: int, batch_size: int = 8):
 
 
 def format_table(rows: list) -> str:
-  """Markdown table of the rows (name, kind, prompt, params, step, PSNR, SSIM, LPIPS,
-  ms/image); prompt '-' for models that ignore text."""
+  """Markdown table of the rows (name, kind, prompt, tile, params, step, PSNR, SSIM,
+  LPIPS, ms/image); prompt '-' for models that ignore text, tile '-' for bicubic."""
   fmt = lambda v, spec: '-' if v is None else format(v, spec)
-  lines = ['| model | kind | prompt | params | step | PSNR (dB) | SSIM | LPIPS | ms/image |',
-           '|---|---|---|---:|---:|---:|---:|---:|---:|']
+  lines = ['| model | kind | prompt | tile | params | step | PSNR (dB) | SSIM | LPIPS | ms/image |',
+           '|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
   for r in rows:
     params = '0' if not r['params'] else f'{r["params"] / 1e6:.3f}M'
-    lines.append(f'| {r["name"]} | {r["kind"]} | {r.get("prompt") or "-"} | {params} | '
+    tile = {None: '-', 0: 'whole'}.get(r.get('tile'), r.get('tile'))
+    lines.append(f'| {r["name"]} | {r["kind"]} | {r.get("prompt") or "-"} | {tile} | {params} | '
                  f'{fmt(r["step"], "d")} | '
                  f'{fmt(r["psnr"], ".3f")} | {fmt(r["ssim"], ".4f")} | {fmt(r["lpips"], ".4f")} | '
                  f'{fmt(r["ms_per_image"], ".2f")} |')
@@ -297,11 +318,12 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
                   num_images: int | None = None, lpips_path: str | None = None,
                   batch_size: int = 8, seed: int = 0, hr_size: int | None = None,
                   num_crops: int = 4, crop_size: int = 128, prompts=PROMPT_SETTINGS,
-                  verbose: bool = True) -> dict:
+                  tile: int | None = None, verbose: bool = True) -> dict:
   """Evaluates the EMA upsampler of each run (checkpoint `step`, default latest) and bicubic.
 
   prompts: the settings of PROMPT_SETTINGS a text-conditioned model is evaluated
-  under, one row each (see the module doc).
+  under, one row each (see the module doc). tile: LR tile side (None: each
+  run's training LR side; 0: whole images).
 
   Returns the record written to OUT/sr_metrics.json: {'protocol': {...},
   'rows': [bicubic row, one row per run (and prompt setting)], 'table': markdown}; see the
@@ -315,6 +337,8 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
   if not prompts or set(prompts) - set(PROMPT_SETTINGS):
     raise ValueError(f'--prompts={",".join(prompts)}: expected one or more of '
                      f'{",".join(PROMPT_SETTINGS)}')
+  if tile is not None and tile < 0:
+    raise ValueError(f'--tile={tile}: expected 0 (whole images) or a tile side >= 1')
   if lpips_path and not os.path.isfile(lpips_path):
     raise FileNotFoundError(f'--lpips_path={lpips_path} is not a file (convert the weights with '
                             'python -m gigagan_jax.frozen.lpips LIN.pth VGG16.pth OUT.npz)')
@@ -353,15 +377,18 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
       name = f'{name}#{seen[name]}'
     # Only GigaGAN's upsampler reads the text; the baselines get one row.
     settings = prompts if model.kind == 'gigagan' else [None]
+    model_tile = model.train_tile if tile is None else tile
     for i, setting in enumerate(settings):
       texts = prompts_for(setting, pairs['captions']) if setting else None
       if setting and texts is None:
         say(f"  {name}: no 'other' prompt setting, every held-out caption is the same")
         continue
-      sr, ms = evaluate_model(model, pairs, batch_size=batch_size, seed=seed, prompts=texts)
+      sr, ms = evaluate_model(model, pairs, batch_size=batch_size, seed=seed, prompts=texts,
+                              tile=model_tile)
       rows.append(_row(name, model.kind, model.num_params(), model.step,
                        str(storage.run_path(w)),
-                       metrics_of(sr, pairs['hr'], scale, lpips_params, batch_size), ms, setting))
+                       metrics_of(sr, pairs['hr'], scale, lpips_params, batch_size), ms, setting,
+                       model_tile))
       if i == 0:
         outputs.append(sr)
         names.append(name)
@@ -383,6 +410,7 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
           'z': 'jax.random.normal(PRNGKey(seed + i), (z_dim,))', 'batch_size': batch_size,
           'device': jax.devices()[0].device_kind, 'captions': pairs['captions'],
           'prompt_settings': prompts,
+          'tile': 'training LR side of each run' if tile is None else tile,
       },
       'rows': rows,
       'table': table,
@@ -393,7 +421,8 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
   storage.write_atomic(out_dir / 'sr_table.md', (
             f'SR evaluation: {n} held-out images of {ref.data.builder} ({deg.mode} degradation), '
             f'{record["protocol"]["lr_size"]} -> {record["protocol"]["hr_size"]} px ({scale}x); '
-            f'PSNR/SSIM on Y, {scale}-px border cropped.\n\n{table}\n').encode())
+            f'PSNR/SSIM on Y, {scale}-px border cropped; tile: the LR tile side each model '
+            f'ran on.\n\n{table}\n').encode())
   say(table)
   say(f'evaluate sr: wrote {out_dir}/sr_metrics.json, sr_table.md, sr_crops.png')
   return record
@@ -413,6 +442,9 @@ def define_flags(flags):
   flags.DEFINE_integer('hr_size', None, '--task=sr: HR crop side instead of the trained '
                        'data.degradation.hr_size; 0 = the whole stored image.')
   flags.DEFINE_integer('num_crops', 4, '--task=sr: images shown in sr_crops.png.')
+  flags.DEFINE_integer('tile', None, '--task=sr: LR tile side each model runs on; default: '
+                       'the LR side it was trained on (data.degradation.hr_size / scale); 0 = '
+                       'whole images.')
   flags.DEFINE_integer('crop_size', 128, '--task=sr: side (HR px) of the centre crops shown.')
   flags.DEFINE_list('prompts', list(PROMPT_SETTINGS), '--task=sr: prompt settings of '
                     "text-conditioned models, one row each: 'own' (the image's caption), "
@@ -425,4 +457,4 @@ def main(FLAGS) -> dict:
                        num_images=FLAGS.num_images, lpips_path=FLAGS.lpips_path,
                        batch_size=FLAGS.batch_size, seed=FLAGS.seed, hr_size=FLAGS.hr_size,
                        num_crops=FLAGS.num_crops, crop_size=FLAGS.crop_size,
-                       prompts=FLAGS.prompts)
+                       prompts=FLAGS.prompts, tile=FLAGS.tile)
