@@ -33,9 +33,10 @@ finished runs, --overwrite_data / a fresh --root starts over):
   4. evaluate `python -m gigagan_jax.evaluate --task=sr` on the runs with
               --eval_hr_size (0: the whole 256 px held-out crops, 64 px LR
               inputs, 4x), each model run on LR tiles of its training
-              side (16 px; --eval_tile=0: whole 64 px inputs, which costs
-              the upsampler about 0.15 dB, SRCNN nothing; upsample.py's module
-              doc): the PSNR/SSIM (Y, 4 px border) table vs bicubic,
+              side (16 px; --eval_tile=0: whole 64 px inputs, which cost
+              the upsampler 0.14 dB on the validation crops and -0.02 to
+              +0.09 on the test crops, SRCNN nothing; ABLATION.md): the
+              PSNR/SSIM (Y, 4 px border) table vs bicubic,
               the text-conditioned models under each prompt setting (own
               caption, another crop's, empty), written to
               ROOT/eval/sr_table.md, sr_metrics.json, sr_crops.png.
