@@ -11,6 +11,7 @@ not image quality; SRCNN compiles in a second.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -173,6 +174,15 @@ def test_evaluate_sr_table_and_bicubic_reference(sr_run, tmp_path):
   assert not np.array_equal(tiled, whole)  # the seams of 8 px tiles show
   with pytest.raises(ValueError, match='--tile=-1'):
     sr_eval.evaluate_runs([sr_run], tile=-1)
+  # --data_dir: the same data, moved, gives the same figures; a missing one is named.
+  moved = str(tmp_path / 'moved_data')
+  shutil.copytree(config.data.data_dir, moved)
+  rec = sr_eval.evaluate_runs([sr_run], out_dir=out, num_images=4, batch_size=2, data_dir=moved,
+                              verbose=False)
+  assert rec['protocol']['data_dir'] == moved
+  assert [r['psnr'] for r in rec['rows']] == [r['psnr'] for r in record['rows']]
+  with pytest.raises(FileNotFoundError, match='no_data_here'):
+    sr_eval.evaluate_runs([sr_run], data_dir=str(tmp_path / 'no_data_here'))
 
 
 def test_evaluate_sr_gives_each_prompt_setting_its_own_row(tmp_path):

@@ -3,10 +3,12 @@ r"""Super-resolution evaluation: PSNR / SSIM / LPIPS of SR runs against bicubic.
   python -m gigagan_jax.evaluate --task=sr --workdir=runs/up_tiny [--workdir=runs/srcnn ...]
       [--step=N] [--out=DIR] [--num_images=N] [--lpips_path=lpips_vgg.npz]
       [--batch_size=8] [--seed=0] [--hr_size=0] [--num_crops=4] [--crop_size=128]
-      [--prompts=own,other,empty] [--tile=N]
+      [--prompts=own,other,empty] [--tile=N] [--data_dir=DIR]
 
 Protocol (written to sr_metrics.json as 'protocol'):
-  * inputs: the held-out split ('test') of the runs' data config, read in
+  * inputs: the held-out split ('test') of the runs' data config (from
+    `--data_dir` instead of the runs' data.data_dir when given: data that
+    moved, or a copy in object storage), read in
     stored order (no shuffle, no flip, no caption dropout: the real caption
     conditions the model), paired by the degradation the runs were trained
     with (data.degradation; `--hr_size` overrides the HR crop side, 0 = the
@@ -93,7 +95,7 @@ def data_signature(config, hr_size: int | None = None) -> dict:
   if sig['builder'] != 'captioned_shapes':
     del sig['num_examples']  # only the procedural builder is sized by it
   if sig['data_dir']:
-    sig['data_dir'] = os.path.abspath(sig['data_dir'])
+    sig['data_dir'] = str(storage.run_path(sig['data_dir']))
   deg = d.degradation.to_dict()
   if hr_size is not None:
     deg['hr_size'] = hr_size
@@ -318,12 +320,14 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
                   num_images: int | None = None, lpips_path: str | None = None,
                   batch_size: int = 8, seed: int = 0, hr_size: int | None = None,
                   num_crops: int = 4, crop_size: int = 128, prompts=PROMPT_SETTINGS,
-                  tile: int | None = None, verbose: bool = True) -> dict:
+                  tile: int | None = None, data_dir: str | None = None,
+                  verbose: bool = True) -> dict:
   """Evaluates the EMA upsampler of each run (checkpoint `step`, default latest) and bicubic.
 
   prompts: the settings of PROMPT_SETTINGS a text-conditioned model is evaluated
   under, one row each (see the module doc). tile: LR tile side (None: each
-  run's training LR side; 0: whole images).
+  run's training LR side; 0: whole images). data_dir: read the data there
+  instead of at each run's config.data.data_dir.
 
   Returns the record written to OUT/sr_metrics.json: {'protocol': {...},
   'rows': [bicubic row, one row per run (and prompt setting)], 'table': markdown}; see the
@@ -339,6 +343,8 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
                      f'{",".join(PROMPT_SETTINGS)}')
   if tile is not None and tile < 0:
     raise ValueError(f'--tile={tile}: expected 0 (whole images) or a tile side >= 1')
+  if data_dir and not storage.run_path(data_dir).is_dir():
+    raise FileNotFoundError(f'--data_dir={data_dir} is not a directory')
   if lpips_path and not os.path.isfile(lpips_path):
     raise FileNotFoundError(f'--lpips_path={lpips_path} is not a file (convert the weights with '
                             'python -m gigagan_jax.frozen.lpips LIN.pth VGG16.pth OUT.npz)')
@@ -348,6 +354,8 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
     if config.get('task', 't2i') != 'sr':
       raise IncompatibleRunsError(f'{w} is a {config.get("task", "t2i")!r} run, not a '
                                   "super-resolution run (use --task=t2i)")
+    if data_dir:
+      config.data.data_dir = data_dir
     configs[w] = config
   check_compatible(configs, hr_size)
   ref = configs[workdirs[0]]
@@ -402,7 +410,7 @@ def evaluate_runs(workdirs, *, step: int | None = None, out_dir: str | None = No
   record = {
       'protocol': {
           'split': 'test', 'builder': ref.data.builder,
-          'data_dir': os.path.abspath(ref.data.data_dir), 'resolution': ref.data.resolution,
+          'data_dir': str(storage.run_path(ref.data.data_dir)), 'resolution': ref.data.resolution,
           'degradation': deg.mode, 'hr_size': int(pairs['hr'].shape[1]),
           'lr_size': int(pairs['lr'].shape[1]), 'scale': scale, 'num_images': n, 'seed': seed,
           'crop_border': scale, 'psnr_ssim_channel': 'Y (BT.601)', 'output': 'uint8-rounded',
@@ -445,6 +453,8 @@ def define_flags(flags):
   flags.DEFINE_integer('tile', None, '--task=sr: LR tile side each model runs on; default: '
                        'the LR side it was trained on (data.degradation.hr_size / scale); 0 = '
                        'whole images.')
+  flags.DEFINE_string('data_dir', None, "--task=sr: read the held-out data from this directory "
+                      "instead of the runs' config.data.data_dir (local or gs://).")
   flags.DEFINE_integer('crop_size', 128, '--task=sr: side (HR px) of the centre crops shown.')
   flags.DEFINE_list('prompts', list(PROMPT_SETTINGS), '--task=sr: prompt settings of '
                     "text-conditioned models, one row each: 'own' (the image's caption), "
@@ -457,4 +467,4 @@ def main(FLAGS) -> dict:
                        num_images=FLAGS.num_images, lpips_path=FLAGS.lpips_path,
                        batch_size=FLAGS.batch_size, seed=FLAGS.seed, hr_size=FLAGS.hr_size,
                        num_crops=FLAGS.num_crops, crop_size=FLAGS.crop_size,
-                       prompts=FLAGS.prompts, tile=FLAGS.tile)
+                       prompts=FLAGS.prompts, tile=FLAGS.tile, data_dir=FLAGS.data_dir)
