@@ -16,13 +16,15 @@ share a style, so seams do not change texture).
 
 Tile sizes. By default a tile is the LR side the run was trained on
 (data.degradation.hr_size / scale: 16 px for configs/up_tiny.py, 64 for
-up_paper): the model then sees inputs like those it learned from. Larger
-tiles are faster, but a GigaGAN upsampler trained on small crops does worse on
-them (its global self-attention and its deepest, 2**num_down-times smaller
-features meet other sizes than in training): 6 validation crops of
-bench/sr_natural.py, up_tiny trained on 16 px inputs, own captions, 64 px inputs whole
-27.65 dB PSNR-Y, in 32 px tiles 27.71, in 16 px tiles 27.79; SRCNN is the
-same either way (27.405 / 27.403). GigaGAN's upsampler needs input sides that are multiples of
+up_paper), so the model sees inputs of the size it learned from; on larger
+tiles its global self-attention and its deepest features (2**num_down times
+smaller) meet other sizes than in training. Measured for up_tiny
+(ABLATION.md): 16 px tiles scored 0.14 dB PSNR-Y more than whole 64 px
+inputs on bench/sr_natural.py's validation crops, -0.02 to +0.09 dB on its
+test crops (three seeds); SRCNN scores the same either way. Larger tiles
+are faster.
+
+GigaGAN's upsampler needs input sides that are multiples of
 2**num_down (8 in our configs), SwinIR of its window; `--tile` is rounded up
 to that multiple, and shrunk to the image (rounded up likewise) when the
 image is smaller, so a small image is one tile with at most a few reflected
