@@ -247,13 +247,12 @@ def evaluate_model(model: SRModel, pairs: dict, *, batch_size: int = 8, seed: in
   """
   n = len(pairs['lr'])
   prompts = pairs['captions'] if prompts is None else prompts
-  if tile:
-    fn = lambda i: upsample_image(model, pairs['lr'][i], prompt=prompts[i], seed=seed + i,
-                                  tile=tile, batch=batch_size)[0]
-    fn(0)  # warm-up: compiles the tile batch
-    t0 = time.perf_counter()
-    out = np.stack([fn(i) for i in range(n)])
-    return out, (time.perf_counter() - t0) * 1000 / n
+  if tile:  # one image per call, its tiles batched inside
+    def one(idx):
+      i = int(idx[0])
+      return upsample_image(model, pairs['lr'][i], prompt=prompts[i], seed=seed + i, tile=tile,
+                            batch=batch_size)[0][None]
+    return run_batched(one, n, 1)
   b = max(1, min(batch_size, n))
   lr = pairs['lr'].astype(np.float32) / 127.5 - 1
   text = model.text(prompts)
