@@ -108,6 +108,10 @@ def get_base_config():
   data.num_workers = 0               # grain worker processes; 0 = in-process
   data.prefetch = 2
   data.random_flip = False           # mirror half the images; also swaps left/right in captions + position labels
+  # Rotate each image by a random multiple of 90 degrees (with random_flip: all
+  # 8 symmetries of the square, the usual SR augmentation). SR only: captions
+  # that name positions cannot follow a rotation.
+  data.random_rot90 = False
   data.caption_dropout = 0.0         # probability of an empty caption
   # Probability that an example takes the caption of another example of its
   # batch (applied after dropout). SR only: it teaches the upsampler that a

@@ -390,6 +390,10 @@ def validate(config: ml_collections.ConfigDict, *,
     _require(config.data.get('caption_swap', 0.0) == 0, 'data.caption_swap',
              "is for super-resolution (task='sr'); t2i training needs each image's own "
              f"caption, got {config.data.get('caption_swap')}")
+    # A quarter turn makes "on the left" false; the caption cannot follow it.
+    _require(not config.data.get('random_rot90', False), 'data.random_rot90',
+             "is for super-resolution (task='sr'); a rotated t2i image no longer "
+             'matches the positions its caption names')
   _validate_discriminator(config.discriminator, r)
   t = config.text
   _require(t.tokenizer in ('byte', 'clip', 'minilm'), 'text.tokenizer',

@@ -17,6 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ('text.backbone', 't5', r'config\.text\.backbone'),
     ('loss.clip_weight', -0.1, r'config\.loss\.clip_weight: must be >= 0'),
     ('data.caption_swap', 0.2, r"config\.data\.caption_swap: is for super-resolution"),
+    ('data.random_rot90', True, r"config\.data\.random_rot90: is for super-resolution"),
     ('train.keep_last', 0, r'config\.train\.keep_last: must be >= 1 .* got 0'),
     ('train.keep_every', -5, r'config\.train\.keep_every: must be >= 0'),
 ])

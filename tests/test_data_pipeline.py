@@ -303,3 +303,20 @@ def test_word_dropout_keeps_words_in_order_and_leaves_the_rest_of_the_stream(dat
   np.testing.assert_array_equal(again, np.concatenate([b['caption'] for b in cut]))
   with pytest.raises(ConfigError, match=r'config\.data\.word_dropout'):
     _make(_cfg(data_cfg, word_dropout=1.0))
+
+
+def test_random_rot90_turns_each_image_by_a_seeded_quarter_turn(data_cfg):
+  """With random_rot90 each image is the run-without's image turned by k * 90
+  degrees, every k turns up, and the same seed turns the same images."""
+  plain = np.concatenate([b['image'] for b in _make(_cfg(data_cfg), num_epochs=1)])
+  turned = np.concatenate([b['image'] for b in _make(_cfg(data_cfg, random_rot90=True),
+                                                     num_epochs=1)])
+  ks = []
+  for p, t in zip(plain, turned):
+    matches = [k for k in range(4) if np.array_equal(np.rot90(p, k), t)]
+    assert matches, 'not a rotation of the unrotated image'
+    ks.append(matches[0])
+  assert set(ks) == {0, 1, 2, 3}
+  again = np.concatenate([b['image'] for b in _make(_cfg(data_cfg, random_rot90=True),
+                                                    num_epochs=1)])
+  np.testing.assert_array_equal(again, turned)

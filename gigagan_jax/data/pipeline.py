@@ -210,8 +210,9 @@ class Preprocess(grain.transforms.RandomMap):
 
   def __init__(self, resolution, random_flip, caption_dropout, image_key, caption_key,
                class_names=None, caption_template='{}', label_keys=(), degradation=None,
-               word_dropout=0.0):
+               word_dropout=0.0, random_rot90=False):
     self.resolution = resolution
+    self.random_rot90 = random_rot90
     self.random_flip = random_flip
     self.caption_dropout = caption_dropout
     self.word_dropout = word_dropout
@@ -244,6 +245,9 @@ class Preprocess(grain.transforms.RandomMap):
         out['position'] = np.int32(row * 3 + 2 - col)
     if drop:
       caption = ''
+    if self.random_rot90:
+      # Drawn only when on, so that runs without it keep their streams.
+      image = np.rot90(image, k=int(rng.integers(4)))
     out['caption'] = caption
     if self.degradation is not None:
       out['lr'], image = degrade.make_pair(image, self.degradation, rng=rng)
@@ -372,7 +376,8 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, *, tokenize, seed: int,
   ds = ds.random_map(Preprocess(
       data_cfg.resolution, data_cfg.random_flip, data_cfg.caption_dropout,
       data_cfg.image_key, ck, class_names, data_cfg.caption_template, label_keys,
-      degradation, data_cfg.get('word_dropout', 0.0)), seed=stream_seed())
+      degradation, data_cfg.get('word_dropout', 0.0), data_cfg.get('random_rot90', False)),
+      seed=stream_seed())
   ds = ds.batch(per_process, drop_remainder=True, batch_fn=collate)
   if data_cfg.get('caption_swap', 0.0) > 0:
     ds = ds.random_map(SwapCaptions(data_cfg.caption_swap), seed=stream_seed(1))
