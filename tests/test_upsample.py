@@ -234,8 +234,15 @@ def test_other_prompts_are_never_the_image_s_own_caption():
   assert sr_eval.prompts_for('own', captions) == captions
 
 
-def test_evaluate_sr_refuses_other_scale_or_data(sr_run):
+def test_evaluate_sr_refuses_other_scale_or_data(sr_run, tmp_path):
   config, _ = sr_eval.run_config(sr_run)
+  linked = config.copy_and_resolve_references()
+  linked.data.data_dir = str(tmp_path / 'link')
+  os.symlink(config.data.data_dir, linked.data.data_dir)
+  sr_eval.check_compatible({'a': config, 'b': linked})  # the same data by another path
+  linked.data.data_dir = str(tmp_path)
+  with pytest.raises(sr_eval.IncompatibleRunsError, match='data_dir'):
+    sr_eval.check_compatible({'a': config, 'b': linked})
   other = config.copy_and_resolve_references()
   other.upsampler.scale = 2
   with pytest.raises(sr_eval.IncompatibleRunsError, match='scale'):

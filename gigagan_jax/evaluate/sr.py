@@ -95,7 +95,10 @@ def data_signature(config, hr_size: int | None = None) -> dict:
   if sig['builder'] != 'captioned_shapes':
     del sig['num_examples']  # only the procedural builder is sized by it
   if sig['data_dir']:
-    sig['data_dir'] = str(storage.run_path(sig['data_dir']))
+    path = sig['data_dir']
+    # Links resolved: one dataset reached by two local paths is one dataset.
+    sig['data_dir'] = str(storage.run_path(path) if storage.is_remote(path)
+                          else os.path.realpath(path))
   deg = d.degradation.to_dict()
   if hr_size is not None:
     deg['hr_size'] = hr_size
