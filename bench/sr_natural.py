@@ -6,8 +6,11 @@ r"""4x super-resolution on natural images: GigaGAN's tiny upsampler and SRCNN vs
       --models=srcnn,up_tiny_psnr --override=--config.data.word_dropout=0.5  # choosing settings
 
 Does the upsampler beat bicubic and SRCNN on natural images and captions it
-never saw? Stages (each prints the command it runs; re-running resumes
-finished runs, --overwrite_data / a fresh --root starts over):
+never saw? Stages (each prints the command it runs; re-running keeps
+what is there: a run bounded by --steps resumes up to them, a --minutes run
+that has a checkpoint is not trained again (its wall time was spent), so the
+same command then only evaluates; --overwrite_data / a fresh --root starts
+over):
 
   1. images   scikit-image's bundled sample images (no download) written to
               ROOT/src as PNG + .txt caption sidecars: 14 for training
@@ -249,6 +252,11 @@ def train(root: str, data_dir: str, model: str) -> str:
   minutes = FLAGS.minutes
   steps = FLAGS.steps if FLAGS.steps is not None else (100_000 if minutes else 1500)
   config, overrides = MODELS[model]
+  if minutes and model not in GAN_FROM and os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    # Resuming would give it another --minutes: not an equal-time comparison.
+    print(f'{model}: {workdir} holds a --minutes run already; not trained again '
+          '(a fresh --root retrains it)', flush=True)
+    return workdir
   if model in GAN_FROM:
     source = os.path.join(root, GAN_FROM[model])
     if not os.path.exists(workdir):
@@ -284,8 +292,10 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'--models: unknown {sorted(unknown)}; choose from {list(MODELS)}')
   for run, source in GAN_FROM.items():
-    if run in FLAGS.models and source not in FLAGS.models[:FLAGS.models.index(run)]:
-      raise app.UsageError(f'--models: {run} continues {source}, which must come before it')
+    if (run in FLAGS.models and source not in FLAGS.models[:FLAGS.models.index(run)]
+        and not os.path.isdir(os.path.join(FLAGS.root, source, 'checkpoints'))):
+      raise app.UsageError(f'--models: {run} continues {source}, which must come before it '
+                           'or have a run in --root')
   root = os.path.abspath(FLAGS.root)
   data_dir = prepare(root)
   workdirs = [os.path.join(root, m) if FLAGS.skip_train else train(root, data_dir, m)
