@@ -240,8 +240,14 @@ def _run(cmd: list):
   subprocess.run(cmd, cwd=REPO, check=True)
 
 
+def _saved_steps(workdir: str) -> list:
+  """Steps of the complete checkpoints in workdir ([] when there is none yet)."""
+  ckpt = os.path.join(workdir, 'checkpoints')
+  return [int(d) for d in os.listdir(ckpt) if d.isdigit()] if os.path.isdir(ckpt) else []
+
+
 def _latest_step(workdir: str) -> int:
-  steps = [int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit()]
+  steps = _saved_steps(workdir)
   if not steps:
     raise RuntimeError(f'{workdir} holds no checkpoint to continue')
   return max(steps)
@@ -252,7 +258,7 @@ def train(root: str, data_dir: str, model: str) -> str:
   minutes = FLAGS.minutes
   steps = FLAGS.steps if FLAGS.steps is not None else (100_000 if minutes else 1500)
   config, overrides = MODELS[model]
-  if minutes and model not in GAN_FROM and os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  if minutes and model not in GAN_FROM and _saved_steps(workdir):
     # Resuming would give it another --minutes: not an equal-time comparison.
     print(f'{model}: {workdir} holds a --minutes run already; not trained again '
           '(a fresh --root retrains it)', flush=True)
@@ -291,12 +297,12 @@ def main(argv):
   unknown = set(FLAGS.models) - set(MODELS)
   if unknown:
     raise app.UsageError(f'--models: unknown {sorted(unknown)}; choose from {list(MODELS)}')
+  root = os.path.abspath(FLAGS.root)
   for run, source in GAN_FROM.items():
     if (run in FLAGS.models and source not in FLAGS.models[:FLAGS.models.index(run)]
-        and not os.path.isdir(os.path.join(FLAGS.root, source, 'checkpoints'))):
+        and not _saved_steps(os.path.join(root, source))):
       raise app.UsageError(f'--models: {run} continues {source}, which must come before it '
                            'or have a run in --root')
-  root = os.path.abspath(FLAGS.root)
   data_dir = prepare(root)
   workdirs = [os.path.join(root, m) if FLAGS.skip_train else train(root, data_dir, m)
               for m in FLAGS.models]
