@@ -16,8 +16,9 @@ def get_config(arg=None):
   c.name = 'shapes'
   c.seed = 0                         # latent seeds are seed, seed + 1, ...
   # 'attribute_accuracy', 'probe_fd' (embedded data only), 'fid', 'kid'
-  # (need inception_path), 'clip_score' (needs clip_dir).
-  c.metrics = ('attribute_accuracy', 'probe_fd')
+  # (need inception_path), 'clip_score' (needs clip_dir), 'prompt_diversity'
+  # (any data; gigagan_jax/evaluate/evaluator.py).
+  c.metrics = ('attribute_accuracy', 'probe_fd', 'prompt_diversity')
   # Captions and real images: `split` of `dataset` ('' = the run's
   # config.data.builder, read from its data_dir at the run's resolution).
   c.dataset = ''
@@ -28,6 +29,11 @@ def get_config(arg=None):
   c.num_real = 0                     # real images for reference statistics; 0 = whole split
   c.batch_size = 64                  # per generator / feature-network call, over all devices
   c.psi = 1.0                        # truncation of the generated images
+  # prompt_diversity: this many latents (seeds seed, seed + 1, ...) for each of
+  # the first diversity_prompts distinct captions of the split. Real images
+  # of one caption vary by about 0.33 here (ABLATION.md, 2026-12-05).
+  c.diversity_prompts = 16
+  c.diversity_seeds = 8
   c.resolution = 0                   # FID/CLIP evaluation side; 0 = the generator's
   c.probe_dir = 'runs/probe_32px'
   c.probe_config = 'configs/probe_shapes.py'   # trains the probe when probe_dir has none

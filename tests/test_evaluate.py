@@ -92,12 +92,36 @@ def test_data_parallel_evaluation_matches_one_device(run_dir, probe_dir):
       FeatureStats().update(feats).frechet_distance(real), rel=1e-4)
 
 
+def test_prompt_diversity_is_the_spread_over_latents_and_zero_when_g_ignores_z(run_dir,
+                                                                                probe_dir):
+  ev = eval_config(probe_dir, metrics=('prompt_diversity',), diversity_prompts=3,
+                   diversity_seeds=4)
+  evaluator = Evaluator(run_dir, ev, log=lambda *_: None)
+  metrics, _ = evaluator.evaluate(5)
+  # Direct: one device, per caption the std over its 4 latents.
+  config, _, params = load_run(run_dir, 5)
+  captions = list(dict.fromkeys(evaluator.prompts))[:3]
+  sampler = Sampler(config, params, batch_size=ev.batch_size)
+  spreads = [(sampler.images([ev.seed + j for j in range(4)], [c] * 4) / 255).std(axis=0).mean()
+             for c in captions]
+  assert metrics['prompt_diversity'] == pytest.approx(np.mean(spreads), abs=2e-3)
+  assert metrics['prompt_diversity'] > 0.01
+  # Cut z out of the mapping network (its first layer's weights on z): w, and
+  # so every image of a caption, no longer depend on the latent.
+  z_dim = config.generator.z_dim
+  params = jax.tree.map(np.array, params)
+  params['mapping']['fc0']['kernel'][:z_dim] = 0
+  evaluator.sampler.set_params(params)
+  assert evaluator.prompt_diversity() < 1e-6
+
+
 @pytest.mark.parametrize('overrides, field', [
     (dict(metrics=('fid',)), 'eval_config.inception_path'),
     (dict(metrics=('clip_score',)), 'eval_config.clip_dir'),
     (dict(metrics=('precision',)), 'eval_config.metrics'),
     (dict(batch_size=12), 'eval_config.batch_size'),
     (dict(dataset='image_folder'), 'eval_config.metrics'),
+    (dict(metrics=('prompt_diversity',), diversity_seeds=1), 'eval_config.diversity_seeds'),
 ])
 def test_bad_eval_config_names_the_field(overrides, field):
   run_config = validate(load_config(os.path.join(REPO, 'configs/t2i_micro.py')))

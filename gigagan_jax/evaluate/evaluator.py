@@ -12,6 +12,12 @@ once per run (and cached to npz for FID).
                       (real images straight from their stored size), then
                       clean-fid's bicubic resize to 299
   clip_score          CLIP cosine of image and "A photo depicts " + caption
+  prompt_diversity    how much the images of one caption vary with z: the
+                      per-pixel standard deviation over eval.diversity_seeds
+                      latents (pixels in [0, 1]), averaged over pixels and the
+                      first eval.diversity_prompts distinct held-out captions;
+                      0 = G ignores z (a GAN collapsed onto one image per
+                      caption, which FID and accuracy only hint at)
 """
 import hashlib
 import json
@@ -33,7 +39,7 @@ from gigagan_jax.inference import load_run, run_config
 from gigagan_jax.sample import Sampler
 from gigagan_jax.text.tokenizer import make_tokenizer
 
-METRICS = ('attribute_accuracy', 'probe_fd', 'fid', 'kid', 'clip_score')
+METRICS = ('attribute_accuracy', 'probe_fd', 'fid', 'kid', 'clip_score', 'prompt_diversity')
 PROBE_METRICS = ('attribute_accuracy', 'probe_fd')
 
 
@@ -52,6 +58,10 @@ def check_eval_config(ev: ml_collections.ConfigDict, run_config: ml_collections.
   if 'clip_score' in ev.metrics and not ev.clip_dir:
     raise ValueError('eval_config.clip_dir: clip_score needs a Hugging Face CLIPModel directory '
                      '(openai/clip-vit-base-patch32)')
+  if 'prompt_diversity' in ev.metrics and (ev.diversity_seeds < 2 or ev.diversity_prompts < 1):
+    raise ValueError('eval_config.diversity_seeds / diversity_prompts: prompt_diversity needs '
+                     f'at least 2 seeds and 1 prompt, got {ev.diversity_seeds} and '
+                     f'{ev.diversity_prompts}')
   devices = jax.device_count()
   if ev.batch_size % devices:
     raise ValueError(f'eval_config.batch_size={ev.batch_size} must be a multiple of the '
@@ -144,6 +154,10 @@ class Evaluator:
     self.prompts = (captions * reps)[:ev.num_samples]
     self.seeds = [ev.seed + i for i in range(ev.num_samples)]
     self.resolution = ev.resolution or self.run_config.generator.resolution
+    if 'prompt_diversity' in ev.metrics:
+      distinct = list(dict.fromkeys(captions))[:ev.diversity_prompts]
+      self.diversity_prompts = [p for p in distinct for _ in range(ev.diversity_seeds)]
+      self.diversity_seeds = [ev.seed + j for _ in distinct for j in range(ev.diversity_seeds)]
     log(f'evaluate: {len(self.prompts)} generated vs {len(self.real_images)} real images '
         f'({ev.dataset or self.run_config.data.builder} {ev.split}), metrics {list(ev.metrics)}')
     self.probe = self.inception = self.clip = None
@@ -178,6 +192,9 @@ class Evaluator:
                       'from their stored size, generated from the generator\'s); clean-fid '
                       'bicubic float resize to 299 for Inception',
             'clip_prefix': ev.clip_prefix,
+            'diversity': (f'{ev.diversity_seeds} seeds ({ev.seed}..) x the first '
+                          f'{ev.diversity_prompts} distinct captions'
+                          if 'prompt_diversity' in ev.metrics else None),
             'probe': probe_lib.meta(ev.probe_dir) if self.probe is not None else None}
 
   def _inception_stats(self, batches, count: int) -> fid_lib.FeatureStats:
@@ -197,6 +214,12 @@ class Evaluator:
     """uint8 [num_samples, R, R, 3]: one image per (seed, prompt) from G_ema `params`."""
     self.sampler.set_params(params)
     return self.sampler.images(self.seeds, self.prompts)
+
+  def prompt_diversity(self) -> float:
+    """The 'prompt_diversity' metric of the sampler's current params."""
+    images = self.sampler.images(self.diversity_seeds, self.diversity_prompts)
+    per_prompt = images.reshape((-1, self.ev.diversity_seeds) + images.shape[1:])
+    return float((per_prompt.astype(np.float64) / 255).std(axis=1).mean())
 
   def score(self, images: np.ndarray) -> dict:
     """{metric: value} of generated `images` (aligned with self.prompts)."""
@@ -237,6 +260,8 @@ class Evaluator:
     _, _, params = load_run(self.workdir, step)
     images = self.generate(params)
     metrics = self.score(images)
+    if 'prompt_diversity' in self.ev.metrics:
+      metrics['prompt_diversity'] = self.prompt_diversity()
     self.log(f'evaluate: step {step}: ' + ', '.join(
         f'{k} {v:.4f}' for k, v in metrics.items() if '/' not in k) +
         f'  ({time.time() - start:.1f} s)')
