@@ -20,9 +20,10 @@ CONFIGS = sorted(glob.glob(os.path.join(REPO, 'configs', '*.py')))
 
 
 def _check_eval_shapes(ev):
-  """Scores a t2i_tiny run with the probe alone: no weights to download."""
+  """Scores a t2i_tiny run with the probe and pixel statistics: no weights to download."""
   evaluator.check_eval_config(ev, load_config('configs/t2i_tiny.py'))
-  assert set(ev.metrics) <= set(evaluator.PROBE_METRICS) and not ev.inception_path
+  offline = set(evaluator.PROBE_METRICS) | {'prompt_diversity'}
+  assert set(ev.metrics) <= offline and not ev.inception_path
   _check_probe(load_config(ev.probe_config))
 
 
