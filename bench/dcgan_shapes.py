@@ -43,6 +43,7 @@ from gigagan_jax.evaluate.evaluator import load_probe  # noqa: E402
 from gigagan_jax.text import backbone as backbone_lib  # noqa: E402
 from gigagan_jax.text import encoder as encoder_lib  # noqa: E402
 from gigagan_jax.text import minilm, tokenizer  # noqa: E402
+from gigagan_jax.train import samples as samples_lib  # noqa: E402
 
 flags.DEFINE_integer('steps', 2000, 'training steps')
 flags.DEFINE_float('lr', 1e-3, 'Adam learning rate of G and D')
@@ -55,6 +56,7 @@ flags.DEFINE_string('grid', '', 'if set, a PNG of the first 64 evaluation sample
 FLAGS = flags.FLAGS
 
 Z_DIM, RES, EVAL_CAPTIONS = 64, 32, 1000
+TINY = t2i_tiny.get_config()  # its text backbone, tokenizer and T
 
 
 def label_condition(captions) -> np.ndarray:
@@ -67,9 +69,8 @@ def label_condition(captions) -> np.ndarray:
 
 def minilm_condition(captions, sentence: bool):
   """MiniLM features: sentence embeddings [N, 384], or (token features [N, L, 384], eot [N])."""
-  text_cfg = t2i_tiny.get_config().text
-  backbone = backbone_lib.make_backbone(text_cfg)
-  tokens = tokenizer.make_tokenizer(text_cfg)(captions)
+  backbone = backbone_lib.make_backbone(TINY.text)
+  tokens = tokenizer.make_tokenizer(TINY.text)(captions)
 
   @jax.jit
   def features(t, eot):
@@ -89,8 +90,7 @@ class Condition(nn.Module):
       return c
     features, eot = c
     # The tiny config's T; vocab_size 0: it reads backbone features, not token ids.
-    tiny = t2i_tiny.get_config()
-    encoder = encoder_lib.make_text_encoder(tiny.generator.text_encoder, tiny.text, vocab_size=0)
+    encoder = encoder_lib.make_text_encoder(TINY.generator.text_encoder, TINY.text, vocab_size=0)
     return encoder(jnp.zeros(features.shape[:2], jnp.int32), eot, features)[1]
 
 
@@ -181,7 +181,7 @@ def main(argv):
       np.asarray(generate(g_params, jax.random.normal(jax.random.PRNGKey(10_000 + i), (100, Z_DIM)),
                           take(eval_idx[i:i + 100])))
       for i in range(0, EVAL_CAPTIONS, 100)])
-  samples = np.clip(np.round((samples + 1) * 127.5), 0, 255).astype(np.uint8)
+  samples = samples_lib.to_uint8(samples)
   acc = load_probe(eval_shapes.get_config(), None).accuracy(samples, captions[:EVAL_CAPTIONS])
   per = ', '.join(f'{k} {acc[k]:.3f}' for k in probe_lib.ATTRIBUTES)
   print(f'conditioning={FLAGS.conditioning} steps={FLAGS.steps} lr={FLAGS.lr} '
@@ -189,9 +189,7 @@ def main(argv):
         f'({1000 * train_s / FLAGS.steps:.0f} ms/step); attribute accuracy {acc["mean"]:.3f} '
         f'(chance {acc["chance"]:.3f}; {per})')
   if FLAGS.grid:
-    from PIL import Image
-    grid = samples[:64].reshape(8, 8, RES, RES, 3).transpose(0, 2, 1, 3, 4).reshape(8 * RES, 8 * RES, 3)
-    Image.fromarray(grid).save(FLAGS.grid)
+    samples_lib.save_png(samples_lib.grid(samples[:64], rows=8), FLAGS.grid, upscale=2)
     print(f'samples: {FLAGS.grid}')
 
 
