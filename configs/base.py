@@ -77,6 +77,14 @@ def get_base_config():
 
   # ------------------------------------------------------------ discriminator
   d = c.discriminator = ml_collections.ConfigDict()
+  # 'msio': GigaGAN's multi-scale input/output D (models/discriminator.py);
+  # 'projection': a plain conv D with a projection head that scores the top
+  # level only (models/projection_discriminator.py), for small runs.
+  d.kind = 'msio'
+  # kind 'projection': widths of its 4x4 stride-2 convs (R/2 px first, down
+  # to 4 px) and of its dense layer.
+  d.projection_channels = (128, 256, 512, 512)
+  d.projection_fc = 512
   # One entry per backbone stage input resolution, 4 px first (4, ..., R).
   d.channels = (512, 512, 512, 256, 128)
   d.self_attn_resolutions = (8, 16)

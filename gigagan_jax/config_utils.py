@@ -214,6 +214,13 @@ def _validate_sr(config) -> int:
 
 def _validate_discriminator(d, r: int):
   n = num_scales(r)
+  kind = d.get('kind', 'msio')
+  _require(kind in ('msio', 'projection'), 'discriminator.kind',
+           f"must be 'msio' or 'projection', got {kind!r}")
+  if kind == 'projection':
+    _require(len(d.projection_channels) == n - 1, 'discriminator.projection_channels',
+             f'needs one width per stride-2 conv from {r} px down to 4 px ({n - 1}), '
+             f'got {len(d.projection_channels)}')
   _require(len(d.channels) == n, 'discriminator.channels',
            f'needs one entry per stage input 4..{r} px ({n}), got {len(d.channels)}')
   bad = set(d.self_attn_resolutions) - {4 * 2**i for i in range(n)}

@@ -13,11 +13,13 @@ from gigagan_jax.config_utils import num_scales
 from gigagan_jax.models import baselines
 from gigagan_jax.models.discriminator import Discriminator
 from gigagan_jax.models.generator import Generator
+from gigagan_jax.models.projection_discriminator import ProjectionDiscriminator
 from gigagan_jax.models.upsampler import Upsampler
 
 
 def build_models(config: ml_collections.ConfigDict, vocab_size: int):
-  """(G, Discriminator) for `config`; `vocab_size` of its tokenizer."""
+  """(G, D) for `config`; `vocab_size` of its tokenizer. D is the MS-I/O
+  Discriminator, or with discriminator.kind = 'projection' the plain one."""
   d_cfg = ml_collections.FrozenConfigDict(config.discriminator)
   max_len = config.text.max_len
   if config.task == 'sr':
@@ -29,8 +31,8 @@ def build_models(config: ml_collections.ConfigDict, vocab_size: int):
     g = Generator(ml_collections.FrozenConfigDict(config.generator), vocab_size=vocab_size,
                   max_len=max_len)
     resolution, levels = config.generator.resolution, config.generator.pyramid_levels
-  d = Discriminator(d_cfg, resolution=resolution, levels=levels,
-                    vocab_size=vocab_size, max_len=max_len)
+  d_cls = ProjectionDiscriminator if d_cfg.get('kind', 'msio') == 'projection' else Discriminator
+  d = d_cls(d_cfg, resolution=resolution, levels=levels, vocab_size=vocab_size, max_len=max_len)
   return g, d
 
 

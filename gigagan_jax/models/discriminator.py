@@ -40,6 +40,17 @@ def logit_name(in_res: int, out_res: int) -> str:
   return f'in{in_res}_out{out_res}'
 
 
+def text_branch(cfg, vocab_size: int, max_len: int):
+  """D's own text encoder T and the projection of its global output to t_D
+  [B, cfg.text_dim]; call from a module's setup, which names them."""
+  dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
+  enc = cfg.text_encoder
+  encoder = TextEncoder(dim=enc.dim, num_layers=enc.num_layers, num_heads=enc.num_heads,
+                        mlp_ratio=enc.mlp_ratio, vocab_size=vocab_size, max_len=max_len,
+                        dtype=dtype, param_dtype=pdtype)
+  return encoder, EqualDense(cfg.text_dim, names=('embed', 'mlp'), param_dtype=pdtype)
+
+
 class PredictionHead(nn.Module):
   """psi_j(phi, t_D) + Conv1x1(phi): [B,H,W,C], t_D [B,Dt] -> [B,H,W,1] float32."""
   layers: int
@@ -102,12 +113,7 @@ class Discriminator(nn.Module):
     cfg = self.cfg
     dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
     n = num_scales(self.resolution)
-    enc = cfg.text_encoder
-    self.text_encoder = TextEncoder(dim=enc.dim, num_layers=enc.num_layers,
-                                    num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
-                                    vocab_size=self.vocab_size, max_len=self.max_len,
-                                    dtype=dtype, param_dtype=pdtype)
-    self.text_proj = EqualDense(cfg.text_dim, names=('embed', 'mlp'), param_dtype=pdtype)
+    self.text_encoder, self.text_proj = text_branch(cfg, self.vocab_size, self.max_len)
     # Stage k takes resolution R/2^k; channels are listed 4 px first.
     self.stage_res = [self.resolution // 2**k for k in range(n)]
     ch = list(reversed(cfg.channels))

@@ -53,15 +53,30 @@ RESUMABLE_FIELDS = ('mesh.', 'train.steps', 'train.max_minutes', 'train.log_ever
                     'discriminator.remat', 'text.feature_cache')
 
 
+# Fields added to config.discriminator since runs were first saved; the
+# values those runs trained with (the MS-I/O D; the projection D's sizes are
+# unused by it).
+_ADDED_D_FIELDS = (('kind', 'msio'), ('projection_channels', (128, 256, 512, 512)),
+                   ('projection_fc', 512))
+
+
 def with_added_defaults(saved: dict) -> dict:
   """A saved config with the fields added to config.loss since it was written
-  (config_utils.FROZEN_LOSS_FIELDS, matching_in_g) at their defaults: those
-  runs trained as the defaults say (those losses off, Eq. 8 in G and D), so
-  resuming them is no config change."""
-  loss = dict(saved.get('loss', {}))
-  for field, default, _ in FROZEN_LOSS_FIELDS + (('matching_in_g', True, ''),):
-    loss.setdefault(field, json.loads(json.dumps(default)))  # tuples as the JSON lists
-  return dict(saved, loss=loss) if 'loss' in saved else saved
+  (config_utils.FROZEN_LOSS_FIELDS, matching_in_g) and to config.discriminator
+  (_ADDED_D_FIELDS) at their defaults: those runs trained as the defaults say
+  (those losses off, Eq. 8 in G and D, the MS-I/O D), so resuming them is no
+  config change."""
+  as_json = lambda v: json.loads(json.dumps(v))  # tuples as the JSON lists
+  out = dict(saved)
+  if 'loss' in saved:
+    loss = out['loss'] = dict(saved['loss'])
+    for field, default, _ in FROZEN_LOSS_FIELDS + (('matching_in_g', True, ''),):
+      loss.setdefault(field, as_json(default))
+  if 'discriminator' in saved:
+    d = out['discriminator'] = dict(saved['discriminator'])
+    for field, default in _ADDED_D_FIELDS:
+      d.setdefault(field, as_json(default))
+  return out
 
 
 def unfinished_saves(directory) -> list[str]:

@@ -1,0 +1,127 @@
+"""The plain projection discriminator (config discriminator.kind = 'projection')."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from gigagan_jax.config_utils import ConfigError, load_config, validate
+from gigagan_jax.models.build import build_models
+from gigagan_jax.models.discriminator import logit_name
+from gigagan_jax.text.tokenizer import make_tokenizer
+
+PROMPTS = ['a red circle at the top left', 'two blue squares on a yellow background',
+           'a small green star']
+
+
+def projection_config(config_file='configs/t2i_tiny.py'):
+  config = load_config(config_file)
+  config.discriminator.kind = 'projection'
+  config.discriminator.projection_channels = (8, 16, 24)
+  config.discriminator.projection_fc = 32
+  config.text.backbone = 'none'  # T reads token ids: no weights needed
+  return validate(config)
+
+
+@pytest.fixture(scope='module')
+def model():
+  config = projection_config()
+  tokenizer = make_tokenizer(config.text)
+  _, d = build_models(config, tokenizer.vocab_size)
+  text = tokenizer(PROMPTS)
+  x = jax.random.uniform(jax.random.key(0), (len(PROMPTS), 32, 32, 3), minval=-1, maxval=1)
+  pyramid = (x, x[:, ::2, ::2])
+  params = nn.meta.unbox(jax.jit(d.init)(jax.random.key(1), pyramid, text))['params']
+  return d, params, pyramid, text
+
+
+def conv4x4_stride2_same(x, kernel, bias):
+  """numpy reference: [B,H,W,Ci] * [4,4,Ci,Co] -> [B,H/2,W/2,Co], 'SAME' pads 1 and 1."""
+  x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  h = (x.shape[1] - 4) // 2 + 1
+  out = np.zeros((x.shape[0], h, h, kernel.shape[-1]))
+  for i in range(h):
+    for j in range(h):
+      out[:, i, j] = np.einsum('bhwc,hwco->bo', x[:, 2 * i:2 * i + 4, 2 * j:2 * j + 4], kernel)
+  return out + bias
+
+
+def test_logit_equals_a_numpy_projection_discriminator(model):
+  """D(x, c) = Dense_1(h) + <Embed(t_D(c)), h>, h from plain stride-2 convs and
+  a dense layer; only the top pyramid level is read."""
+  d, p, pyramid, text = model
+  lrelu = lambda v: np.where(v > 0, v, 0.2 * v)
+  dense = lambda v, q: v @ np.asarray(q['kernel'], np.float64) + np.asarray(q['bias'])
+  h = np.asarray(pyramid[0], np.float64)
+  for r in (32, 16, 8):
+    h = lrelu(conv4x4_stride2_same(h, np.asarray(p[f'conv{r}']['kernel'], np.float64),
+                                   np.asarray(p[f'conv{r}']['bias'])))
+  assert h.shape == (len(PROMPTS), 4, 4, 24)
+  h = lrelu(dense(h.reshape(len(PROMPTS), -1), p['fc']))
+  t_d = np.asarray(jax.jit(lambda t: d.apply({'params': p}, t, method='text_embedding'))(text))
+  expected = dense(h, p['out'])[:, 0] + np.sum(dense(t_d, p['embed']) * h, -1)
+
+  logits = jax.jit(d.apply)({'params': p}, pyramid, text)
+  assert list(logits) == [logit_name(32, 1)]
+  got = logits[logit_name(32, 1)]
+  assert got.shape == (len(PROMPTS), 1, 1, 1) and got.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(got)[:, 0, 0, 0], expected, rtol=1e-4, atol=1e-5)
+  # The lower pyramid level does not enter.
+  other = (pyramid[0], jnp.zeros_like(pyramid[1]))
+  np.testing.assert_array_equal(jax.jit(d.apply)({'params': p}, other, text)[logit_name(32, 1)],
+                                got)
+
+
+def test_mismatched_captions_are_scored_as_alone(model):
+  d, p, pyramid, text = model
+  wrong = {k: np.roll(v, 1, axis=0) for k, v in text.items()}
+  matched, mismatched = jax.jit(d.apply)({'params': p}, pyramid, text, wrong)
+  alone = jax.jit(d.apply)({'params': p}, pyramid, wrong)
+  key = logit_name(32, 1)
+  np.testing.assert_allclose(mismatched[key], alone[key], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(matched[key], mismatched[key])
+
+
+def test_config_errors_name_the_field():
+  config = load_config('configs/t2i_tiny.py')
+  config.discriminator.kind = 'stylegan'
+  with pytest.raises(ConfigError, match='discriminator.kind'):
+    validate(config)
+  config.discriminator.kind = 'projection'
+  config.discriminator.projection_channels = (32, 64)
+  with pytest.raises(ConfigError, match=r'discriminator.projection_channels.*32 px down to 4 px \(3\)'):
+    validate(config)
+
+
+@pytest.mark.slow
+def test_sharded_steps_with_the_projection_d_match_single_device(micro_data_dir):
+  """Two t2i_micro train steps with the projection D on a (2,2,2) mesh (data,
+  fsdp and tensor axes) equal two on one device."""
+  import test_train
+  from gigagan_jax import parallel
+  from gigagan_jax.data.pipeline import make_dataset
+  from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
+  config = test_train.micro_config(micro_data_dir, {
+      'discriminator.kind': 'projection', 'discriminator.projection_channels': (8, 16, 16),
+      'discriminator.projection_fc': 32})
+  data = make_dataset(config.data, tokenize=make_tokenizer(config.text), seed=0,
+                      process_index=0, process_count=1)
+  batches = [{k: b[k] for k in BATCH_NDIMS} for b in (next(data) for _ in range(2))]
+
+  def run(mesh_shape):
+    mesh, _, parts = test_train.mesh_parts(config, mesh_shape)
+    step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config),
+                          parts.shardings, mesh)
+    state, losses = parts.init(config), []
+    for batch in batches:
+      state, metrics = step(state, parallel.global_batch(batch, mesh), {})
+      losses.append([float(metrics[k]) for k in ('d_loss', 'g_loss', 'r1')])
+    return jax.device_get(state), np.array(losses)
+
+  ref_state, ref_losses = run((1, 1, 1))
+  assert np.all(np.isfinite(ref_losses)) and ref_losses[0, 2] > 0  # R1 ran at step 0
+  state, losses = run((2, 2, 2))
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-5)
+  for key in ('g', 'd', 'ema'):
+    test_train.assert_trees_close(state[key], ref_state[key], rtol=1e-3, atol=2e-5,
+                                  outlier_atol=2 * 2 * max(config.optim.g_lr, config.optim.d_lr))
