@@ -12,6 +12,8 @@ as in the paper's table:
   no_kernel_selection    one kernel per conv (plain StyleGAN2 modulated conv)
   no_attention           no self- or cross-attention in G, no self-attention in D
   single_scale_d         G outputs only the top level, D predicts once (no MS-I/O)
+  projection_d           a plain conv D with a projection head instead of MS-I/O
+                         (not in the paper; t2i_tiny's default, ABLATION.md)
   matching_d_only        matching-aware loss (Eq. 8) in D's loss only, not G's
   no_matching_aware      no matching-aware loss in D or G
   width_half, width_double   every channel count of G and D scaled
@@ -39,6 +41,9 @@ def _parse(arg):
 def get_config(arg=None):
   name, clip_dir = _parse(arg)
   config = {'tiny': t2i_tiny, 'paper': t2i_paper}[name].get_config()
+  # The paper's model: t2i_tiny's default plain projection D is one of the
+  # variants here, not the baseline.
+  config.discriminator.kind = 'msio'
   if clip_dir:
     config.loss.clip_dir = clip_dir
   return config
@@ -58,6 +63,7 @@ def get_sweep(arg=None):
       {'name': 'no_attention', 'generator.self_attn_resolutions': (),
        'generator.cross_attn_resolutions': (), 'discriminator.self_attn_resolutions': ()},
       {'name': 'single_scale_d', 'generator.pyramid_levels': 1, 'discriminator.exits': 'last'},
+      {'name': 'projection_d', 'discriminator.kind': 'projection'},
       {'name': 'matching_d_only', 'loss.matching_in_g': False},
       {'name': 'no_matching_aware', 'loss.matching_aware': False},
       {'name': 'width_half', 'generator.channels': _scaled(g.channels, 0.5),

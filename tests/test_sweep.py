@@ -71,14 +71,17 @@ def test_every_config_loads_and_validates(path):
 def test_ablation_sweep_names_and_overrides():
   variants = {v.name: v for v in sweep.expand('configs/ablations.py')}
   assert list(variants) == ['full', 'no_kernel_selection', 'no_attention', 'single_scale_d',
-                            'matching_d_only', 'no_matching_aware', 'width_half', 'width_double']
+                            'projection_d', 'matching_d_only', 'no_matching_aware', 'width_half',
+                            'width_double']
   base = load_config('configs/t2i_tiny.py')
+  base.discriminator.kind = 'msio'  # the paper's D is the sweep's baseline
   assert variants['full'].config.to_dict() == base.to_dict()
   assert variants['no_kernel_selection'].config.generator.kernel_bank == (1, 1, 1, 1)
   v = variants['no_attention'].config
   assert v.generator.self_attn_resolutions == () and v.discriminator.self_attn_resolutions == ()
   v = variants['single_scale_d'].config
   assert v.generator.pyramid_levels == 1 and v.discriminator.exits == 'last'
+  assert variants['projection_d'].config.discriminator.kind == 'projection'
   assert variants['matching_d_only'].config.loss.matching_in_g is False
   assert variants['no_matching_aware'].config.loss.matching_aware is False
   assert variants['width_half'].config.generator.channels == tuple(c // 2 for c in base.generator.channels)
@@ -87,6 +90,7 @@ def test_ablation_sweep_names_and_overrides():
   paper = {v.name: v for v in sweep.expand('configs/ablations.py:paper')}
   assert list(paper) == list(variants) and paper['full'].config.generator.resolution == 64
   paper_base = load_config('configs/t2i_paper.py')
+  paper_base.discriminator.kind = 'msio'
   for base_config, sweep_variants in ((base, variants), (paper_base, paper)):
     for name, var in sweep_variants.items():
       changed = {k for k, v in flat(var.config).items() if flat(base_config)[k] != v}
