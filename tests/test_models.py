@@ -22,7 +22,10 @@ PROMPTS = ['a red circle at the top left', 'two blue squares on a yellow backgro
 
 
 def _setup(dtype='float32', config_file='configs/t2i_tiny.py', edit=lambda config: None):
+  """t2i_tiny's models with GigaGAN's MS-I/O D (its default is the plain
+  projection D, tests/test_projection_discriminator.py)."""
   config = load_config(config_file)
+  config.discriminator.kind = 'msio'
   edit(config)
   config = validate(config)
   config.generator.dtype = config.discriminator.dtype = dtype
@@ -69,6 +72,7 @@ def test_single_scale_discriminator_ablation_predicts_once():
   """generator.pyramid_levels=1 + discriminator.exits='last': one image, one logit (no MS-I/O)."""
   config = validate(load_config('configs/t2i_tiny.py'))
   config.generator.pyramid_levels, config.discriminator.exits = 1, 'last'
+  config.discriminator.kind = 'msio'
   tokenizer = make_tokenizer(config.text)
   g, d = build_models(config, tokenizer.vocab_size)
   text = tokenizer(PROMPTS)
@@ -155,8 +159,10 @@ def test_style_mixing_and_per_scale_prompt_control(tiny):
                                    mix_scales(tm, tm_b, g.num_scales)), base, atol=1e-5)
 
 
-def test_every_parameter_has_logical_axis_names():
+@pytest.mark.parametrize('d_kind', ['msio', 'projection'])
+def test_every_parameter_has_logical_axis_names(d_kind):
   config = load_config('configs/t2i_tiny.py')
+  config.discriminator.kind = d_kind
   for variables in abstract_variables(config, vocab_size=300):
     leaves = jax.tree.leaves(variables, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
     unnamed = [x for x in leaves if not isinstance(x, nn.LogicallyPartitioned)]
