@@ -40,17 +40,6 @@ def logit_name(in_res: int, out_res: int) -> str:
   return f'in{in_res}_out{out_res}'
 
 
-def text_branch(cfg, vocab_size: int, max_len: int):
-  """D's own text encoder T and the projection of its global output to t_D
-  [B, cfg.text_dim]; call from a module's setup, which names them."""
-  dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
-  enc = cfg.text_encoder
-  encoder = TextEncoder(dim=enc.dim, num_layers=enc.num_layers, num_heads=enc.num_heads,
-                        mlp_ratio=enc.mlp_ratio, vocab_size=vocab_size, max_len=max_len,
-                        dtype=dtype, param_dtype=pdtype)
-  return encoder, EqualDense(cfg.text_dim, names=('embed', 'mlp'), param_dtype=pdtype)
-
-
 class PredictionHead(nn.Module):
   """psi_j(phi, t_D) + Conv1x1(phi): [B,H,W,C], t_D [B,Dt] -> [B,H,W,1] float32."""
   layers: int
@@ -96,8 +85,10 @@ class Stage(nn.Module):
                             param_dtype=pdtype, name='fc')(x))
 
 
-class Discriminator(nn.Module):
-  """D(pyramid, text) -> {logit_name(i, j): [B, r_j, r_j, 1]}.
+class TextConditionedD(nn.Module):
+  """What GigaGAN's and the plain projection D share: their fields and their
+  own text branch, T over the caption projected to the global descriptor t_D.
+  Subclasses call super().setup() first.
 
   Attributes:
     cfg: the config's `discriminator` block; resolution and pyramid_levels come
@@ -112,8 +103,27 @@ class Discriminator(nn.Module):
   def setup(self):
     cfg = self.cfg
     dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
+    enc = cfg.text_encoder
+    self.text_encoder = TextEncoder(dim=enc.dim, num_layers=enc.num_layers,
+                                    num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
+                                    vocab_size=self.vocab_size, max_len=self.max_len,
+                                    dtype=dtype, param_dtype=pdtype)
+    self.text_proj = EqualDense(cfg.text_dim, names=('embed', 'mlp'), param_dtype=pdtype)
+
+  def text_embedding(self, text):
+    """t_D [B, text_dim] from D's own text encoder (global descriptor only)."""
+    _, t_global, _ = self.text_encoder(text['tokens'], text['eot'], text.get('features'))
+    return self.text_proj(t_global)
+
+
+class Discriminator(TextConditionedD):
+  """D(pyramid, text) -> {logit_name(i, j): [B, r_j, r_j, 1]} (fields: TextConditionedD)."""
+
+  def setup(self):
+    super().setup()
+    cfg = self.cfg
+    dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
     n = num_scales(self.resolution)
-    self.text_encoder, self.text_proj = text_branch(cfg, self.vocab_size, self.max_len)
     # Stage k takes resolution R/2^k; channels are listed 4 px first.
     self.stage_res = [self.resolution // 2**k for k in range(n)]
     ch = list(reversed(cfg.channels))
@@ -125,11 +135,6 @@ class Discriminator(nn.Module):
     text_exits = cfg.get('text_exits', 'all')
     self.heads = [PredictionHead(cfg.head_layers, text_exits == 'all' or r == 4, dtype, pdtype,
                                  name=f'head{r}') for r in self.stage_res]
-
-  def text_embedding(self, text):
-    """t_D [B, text_dim] from D's own text encoder (global descriptor only)."""
-    _, t_global, _ = self.text_encoder(text['tokens'], text['eot'], text.get('features'))
-    return self.text_proj(t_global)
 
   def __call__(self, pyramid, text, mismatched_text=None):
     """Scores an image pyramid against its captions.

@@ -20,33 +20,26 @@ losses and vision-aided term use it unchanged: one logit map
 """
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import linen as nn
 
-from gigagan_jax.models.discriminator import logit_name, text_branch
+from gigagan_jax.models.discriminator import TextConditionedD, logit_name
 from gigagan_jax.parallel import shard_batch, to_dtype
 
 _part = nn.with_logical_partitioning
 
 
-class ProjectionDiscriminator(nn.Module):
+class ProjectionDiscriminator(TextConditionedD):
   """D(pyramid, text) -> {logit_name(R, 1): [B, 1, 1, 1] float32}.
 
-  Attributes:
-    cfg: the config's `discriminator` block: `projection_channels` (widths of
-      the stride-2 convs, R/2 px first, down to 4 px), `projection_fc`, and
-      the text branch's `text_encoder`, `text_dim`.
+  Fields: TextConditionedD's. Of `cfg` it reads `projection_channels` (widths
+  of the stride-2 convs, R/2 px first, down to 4 px), `projection_fc`, and
+  the text branch's `text_encoder`, `text_dim`.
   """
-  cfg: ml_collections.FrozenConfigDict
-  resolution: int
-  levels: int
-  vocab_size: int
-  max_len: int
 
   def setup(self):
+    super().setup()
     cfg = self.cfg
     dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
-    self.text_encoder, self.text_proj = text_branch(cfg, self.vocab_size, self.max_len)
     dense = lambda n, names, name: nn.Dense(
         n, dtype=dtype, param_dtype=pdtype, name=name,
         kernel_init=_part(nn.initializers.lecun_normal(), names),
@@ -60,11 +53,6 @@ class ProjectionDiscriminator(nn.Module):
     self.fc = dense(cfg.projection_fc, ('embed', 'mlp'), 'fc')
     self.out = dense(1, ('mlp', None), 'out')
     self.embed = dense(cfg.projection_fc, ('embed', 'mlp'), 'embed')
-
-  def text_embedding(self, text):
-    """t_D [B, text_dim] from D's own text encoder (global descriptor only)."""
-    _, t_global, _ = self.text_encoder(text['tokens'], text['eot'], text.get('features'))
-    return self.text_proj(t_global)
 
   def __call__(self, pyramid, text, mismatched_text=None):
     """As Discriminator.__call__; only pyramid[0] ([B, R, R, C]) is scored."""
