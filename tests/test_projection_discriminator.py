@@ -125,3 +125,20 @@ def test_sharded_steps_with_the_projection_d_match_single_device(micro_data_dir)
   for key in ('g', 'd', 'ema'):
     test_train.assert_trees_close(state[key], ref_state[key], rtol=1e-3, atol=2e-5,
                                   outlier_atol=2 * 2 * max(config.optim.g_lr, config.optim.d_lr))
+
+
+def test_a_run_saved_before_discriminator_kind_existed_resumes_with_the_msio_d():
+  import conftest
+  from gigagan_jax.train.checkpoint import _ADDED_D_FIELDS, config_to_dict, diff_configs, \
+      with_added_defaults
+  current = config_to_dict(conftest.micro_config())
+  base_d = current['discriminator']
+  for field, default in _ADDED_D_FIELDS:  # the defaults the base config declares
+    assert tuple(np.atleast_1d(base_d[field])) == tuple(np.atleast_1d(default)), field
+  added = {f for f, _ in _ADDED_D_FIELDS}
+  saved = dict(current, discriminator={k: v for k, v in base_d.items() if k not in added})
+  assert diff_configs(saved, current)  # each added field would count as a change
+  assert diff_configs(with_added_defaults(saved), current) == []
+  current['discriminator']['kind'] = 'projection'  # switching D is one
+  assert diff_configs(with_added_defaults(saved), current) == [
+      "discriminator.kind: saved 'msio', now 'projection'"]
