@@ -14,8 +14,8 @@ PROMPTS = ['a red circle at the top left', 'two blue squares on a yellow backgro
            'a small green star']
 
 
-def projection_config(config_file='configs/t2i_tiny.py'):
-  config = load_config(config_file)
+def projection_config():
+  config = load_config('configs/t2i_tiny.py')
   config.discriminator.kind = 'projection'
   config.discriminator.projection_channels = (8, 16, 24)
   config.discriminator.projection_fc = 32
