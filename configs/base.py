@@ -30,16 +30,24 @@ def text_config():
   # and feed them with the batch (gigagan_jax/text/feature_cache.py): for data
   # that repeats its captions; open-vocabulary data keeps the per-step backbone.
   c.feature_cache = False
+  # Training captions (the first ones of the split, in stored order) whose
+  # sentence embeddings fit the whitening of T's with sentence_whitening, once,
+  # before the first step.
+  c.whitening_captions = 4096
   return c
 
 
-def text_encoder_config(dim, layers, heads):
+def text_encoder_config(dim, layers, heads, sentence_whitening=False):
   """The learned text encoder T on top of the frozen backbone (open question 3)."""
   c = ml_collections.ConfigDict()
   c.dim = dim
   c.num_layers = layers
   c.num_heads = heads
   c.mlp_ratio = 4
+  # Add a dense layer of the whitened sentence embedding of the backbone's
+  # features to t_global (text/whitening.py); needs a backbone. Its statistics
+  # come from config.text.whitening_captions training captions.
+  c.sentence_whitening = sentence_whitening
   return c
 
 
@@ -55,6 +63,11 @@ def get_base_config():
   g.z_dim = 128                      # paper: z in R^128
   g.w_dim = 512                      # open question 4 (StyleGAN default)
   g.mapping_layers = 4               # paper
+  # True: G's 4x4 input is the learned constant plus an equalized dense layer
+  # of the first scale's w, reshaped to 4x4, so that the style can place
+  # things; the paper's (StyleGAN's) input is the constant alone. On
+  # captioned_shapes it helped the tiny model learn position (ABLATION.md).
+  g.input_from_w = False
   g.mapping_lr_mul = 0.01            # StyleGAN2 mapping learning-rate multiplier
   # One entry per scale, 4 px first: channels, conv layers, kernel-bank size N.
   g.channels = (512, 512, 512, 256, 128)

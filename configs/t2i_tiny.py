@@ -57,7 +57,8 @@ def get_config(arg=None):
   g.attn_heads = 2
   g.attn_mlp_ratio = 2
   g.pyramid_levels = 4               # 32, 16, 8, 4
-  g.text_encoder = base.text_encoder_config(dim=128, layers=1, heads=2)
+  g.text_encoder = base.text_encoder_config(dim=128, layers=1, heads=2, sentence_whitening=True)
+  g.input_from_w = True
 
   d = c.discriminator
   d.kind = 'projection'
@@ -69,7 +70,7 @@ def get_config(arg=None):
   d.attn_heads = 2
   d.head_layers = 2
   d.text_dim = 128
-  d.text_encoder = base.text_encoder_config(dim=128, layers=1, heads=2)
+  d.text_encoder = base.text_encoder_config(dim=128, layers=1, heads=2, sentence_whitening=True)
 
   c.data.resolution = 32
   c.data.num_examples = 4096

@@ -212,6 +212,14 @@ def _validate_sr(config) -> int:
   return r
 
 
+def sentence_whitening_blocks(config) -> list[str]:
+  """The model blocks ('generator', 'upsampler', 'discriminator') of `config`'s
+  task whose text encoder has sentence_whitening on."""
+  blocks = ('upsampler' if config.task == 'sr' else 'generator', 'discriminator')
+  return [b for b in blocks if b in config and 'text_encoder' in config[b]
+          and config[b].text_encoder.get('sentence_whitening', False)]
+
+
 def _validate_discriminator(d, r: int):
   n = num_scales(r)
   kind = d.get('kind', 'msio')
@@ -409,6 +417,13 @@ def validate(config: ml_collections.ConfigDict, *,
            f"must be 'none', 'clip' or 'minilm', got {t.backbone!r}")
   _require(not t.get('feature_cache', False) or t.backbone != 'none', 'text.feature_cache',
            "caches a frozen backbone's features; with text.backbone='none' there are none")
+  for block in sentence_whitening_blocks(config):
+    _require(t.backbone != 'none', f'{block}.text_encoder.sentence_whitening',
+             "whitens a frozen backbone's sentence embedding; with text.backbone='none' "
+             'there is none')
+    _require(t.get('whitening_captions', 0) >= 2, 'text.whitening_captions',
+             f'must be >= 2 to fit the whitening of {block}.text_encoder, got '
+             f'{t.get("whitening_captions")}')
   # Missing weight/vocab files are reported by make_tokenizer/make_backbone,
   # so that sizing tools (summary, planner) work without them.
   _require(config.loss.gan in ('logistic', 'hinge', 'lsgan', 'wgan'), 'loss.gan',

@@ -159,6 +159,25 @@ def test_style_mixing_and_per_scale_prompt_control(tiny):
                                    mix_scales(tm, tm_b, g.num_scales)), base, atol=1e-5)
 
 
+def test_input_from_w_adds_a_dense_layer_of_w_to_the_constant():
+  """generator.input_from_w: sample i starts from const + Dense(w_i[scale 0])
+  reshaped to 4x4, which a G with that sum as its constant reproduces."""
+  _, g, _, g_vars, _, z, text = _setup(edit=lambda c: c.generator.update(input_from_w=True))
+  ws, tl, tm = _styles_and_text(g, g_vars, z, text)
+  synthesize = jax.jit(lambda v, *a: g.apply(v, *a, method='synthesize')[0])
+  images = synthesize(g_vars, ws, tl, tm)
+  params = g_vars['params']
+  zero_proj = jax.tree.map(jnp.zeros_like, params['input_proj'])
+  for i in (0, 1):
+    dense = g.apply(g_vars, ws[i:i + 1, 0], method=lambda m, w: m.input_proj(w))
+    const = params['const'] + dense.reshape(params['const'].shape)
+    ref_vars = {'params': dict(params, const=const, input_proj=zero_proj)}
+    one = lambda x: x[i:i + 1]
+    np.testing.assert_allclose(images[i:i + 1], synthesize(ref_vars, one(ws), one(tl), one(tm)),
+                               rtol=1e-4, atol=1e-4)
+  assert float(jnp.abs(dense).mean()) > 0.1  # the input does depend on w
+
+
 @pytest.mark.parametrize('d_kind', ['msio', 'projection'])
 def test_every_parameter_has_logical_axis_names(d_kind):
   config = load_config('configs/t2i_tiny.py')

@@ -228,11 +228,7 @@ class Preprocess(grain.transforms.RandomMap):
 
   def random_map(self, record, rng: np.random.Generator):
     image = center_crop_resize(np.asarray(record[self.image_key]), self.resolution)
-    raw = record[self.caption_key]
-    if self.class_names is not None:
-      caption = self.caption_template.format(self.class_names[int(raw)].replace('_', ' '))
-    else:
-      caption = raw.decode('utf-8') if isinstance(raw, bytes) else str(raw)
+    caption = caption_text(record[self.caption_key], self.class_names, self.caption_template)
     out = {k: np.int32(record[k]) for k in self.label_keys}
     # Draw both numbers always, so one option does not shift the other's stream.
     flip, drop = rng.uniform() < 0.5, rng.uniform() < self.caption_dropout
@@ -255,6 +251,26 @@ class Preprocess(grain.transforms.RandomMap):
     if self.word_dropout > 0:  # drawn last: the other options' streams stay as without it
       out['caption'] = drop_words(caption, self.word_dropout, rng)
     return out
+
+
+def caption_text(raw, class_names=None, template: str = '{}') -> str:
+  """A record's caption feature as text: a string, or a class label's name in `template`."""
+  if class_names is not None:
+    return template.format(class_names[int(raw)].replace('_', ' '))
+  return raw.decode('utf-8') if isinstance(raw, bytes) else str(raw)
+
+
+def read_captions(data_cfg: ml_collections.ConfigDict, count: int) -> list[str]:
+  """The first `count` captions of data_cfg.split in stored order (all, if it
+  has fewer), as the training pipeline reads them before augmentation."""
+  data_cfg = _with_defaults(data_cfg)
+  builder = ensure_dataset(data_cfg)
+  source = builder.as_data_source(split=data_cfg.split)
+  feature = builder.info.features[data_cfg.caption_key]
+  names = feature.names if isinstance(feature, tfds.features.ClassLabel) else None
+  records = source.__getitems__(range(min(count, len(source))))
+  return [caption_text(r[data_cfg.caption_key], names, data_cfg.caption_template)
+          for r in records]
 
 
 def drop_words(caption: str, p: float, rng: np.random.Generator) -> str:

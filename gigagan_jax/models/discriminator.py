@@ -32,7 +32,7 @@ from gigagan_jax.nn.minibatch_std import minibatch_std
 from gigagan_jax.nn.modulated_conv import ModulatedConv
 from gigagan_jax.nn.remat import remat
 from gigagan_jax.parallel import to_dtype
-from gigagan_jax.text.encoder import TextEncoder
+from gigagan_jax.text.encoder import text_encoder_from
 
 
 def logit_name(in_res: int, out_res: int) -> str:
@@ -104,10 +104,7 @@ class TextConditionedD(nn.Module):
     cfg = self.cfg
     dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
     enc = cfg.text_encoder
-    self.text_encoder = TextEncoder(dim=enc.dim, num_layers=enc.num_layers,
-                                    num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
-                                    vocab_size=self.vocab_size, max_len=self.max_len,
-                                    dtype=dtype, param_dtype=pdtype)
+    self.text_encoder = text_encoder_from(enc, self.vocab_size, self.max_len, dtype, pdtype)
     self.text_proj = EqualDense(cfg.text_dim, names=('embed', 'mlp'), param_dtype=pdtype)
 
   def text_embedding(self, text):

@@ -28,7 +28,7 @@ from gigagan_jax.nn.fir import upsample2d
 from gigagan_jax.nn.modulated_conv import ModulatedConv
 from gigagan_jax.nn.remat import remat
 from gigagan_jax.parallel import shard_batch, to_dtype
-from gigagan_jax.text.encoder import TextEncoder
+from gigagan_jax.text.encoder import text_encoder_from
 
 
 def _normalize_2nd_moment(x, eps=1e-8):
@@ -122,13 +122,14 @@ class Generator(nn.Module):
     cfg = self.cfg
     dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
     enc = cfg.text_encoder
-    self.text_encoder = TextEncoder(dim=enc.dim, num_layers=enc.num_layers,
-                                    num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
-                                    vocab_size=self.vocab_size, max_len=self.max_len,
-                                    dtype=dtype, param_dtype=pdtype)
+    self.text_encoder = text_encoder_from(enc, self.vocab_size, self.max_len, dtype, pdtype)
     self.mapping = MappingNetwork(cfg.w_dim, cfg.mapping_layers, cfg.mapping_lr_mul, pdtype)
     self.const = self.param('const', nn.with_logical_partitioning(
         nn.initializers.normal(1.0), (None, None, 'conv_out')), (4, 4, cfg.channels[0]), pdtype)
+    if cfg.get('input_from_w', False):
+      # Not the paper's: its input is the constant alone (see configs/base.py).
+      self.input_proj = EqualDense(16 * cfg.channels[0], names=('embed', 'mlp'),
+                                   param_dtype=pdtype)
     layer_cls = remat(SynthesisLayer, cfg.get('remat', 'none'))
     layers, to_rgb = [], []
     for s in range(self.num_scales):
@@ -171,6 +172,8 @@ class Generator(nn.Module):
       t_local, t_mask = per_scale(t_local, s_count), per_scale(t_mask, s_count)
     b = ws.shape[0]
     x = jnp.broadcast_to(self.const[None], (b,) + self.const.shape).astype(to_dtype(self.cfg.dtype))
+    if self.cfg.get('input_from_w', False):
+      x = x + self.input_proj(ws[:, 0]).reshape(x.shape).astype(x.dtype)
     rgb, outputs = None, []
     for s in range(s_count):
       w = ws[:, s]

@@ -60,7 +60,7 @@ from gigagan_jax.nn.equalized import EqualConv, lrelu
 from gigagan_jax.nn.fir import downsample2d, upsample2d
 from gigagan_jax.nn.modulated_conv import ModulatedConv
 from gigagan_jax.parallel import to_dtype
-from gigagan_jax.text.encoder import TextEncoder
+from gigagan_jax.text.encoder import text_encoder_from
 
 _INV_SQRT2 = 1 / math.sqrt(2)  # sum of two unit-variance branches keeps unit variance
 
@@ -141,10 +141,7 @@ class Upsampler(nn.Module):
     check_upsampler(cfg)
     dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
     enc = cfg.text_encoder
-    self.text_encoder = TextEncoder(dim=enc.dim, num_layers=enc.num_layers,
-                                    num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
-                                    vocab_size=self.vocab_size, max_len=self.max_len,
-                                    dtype=dtype, param_dtype=pdtype)
+    self.text_encoder = text_encoder_from(enc, self.vocab_size, self.max_len, dtype, pdtype)
     self.mapping = MappingNetwork(cfg.w_dim, cfg.mapping_layers, cfg.mapping_lr_mul, pdtype)
     self.from_rgb = EqualConv(cfg.down_channels[0], 1, dtype=dtype, param_dtype=pdtype,
                               name='from_rgb')

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from gigagan_jax.parallel import shard_batch
+from gigagan_jax.text import whitening
 from gigagan_jax.text.tokenizer import token_mask
 
 _part = nn.with_logical_partitioning
@@ -98,6 +99,9 @@ class TextEncoder(nn.Module):
     vocab_size: size of T's own token embedding, used only when `features` is
       None (no frozen backbone).
     max_len: tokens per caption L (size of the position embedding).
+    sentence_whitening: given `features`, add a dense layer of their whitened
+      sentence embedding to t_global (text/whitening.py; its statistics are
+      parameters that never train, set by `whitening.set_stats`).
     dtype: compute dtype (e.g. bfloat16); param_dtype: parameter dtype.
   """
   dim: int
@@ -106,6 +110,7 @@ class TextEncoder(nn.Module):
   mlp_ratio: int = 4
   vocab_size: int = 0
   max_len: int = 77
+  sentence_whitening: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -150,9 +155,25 @@ class TextEncoder(nn.Module):
       x = Block(self.num_heads, self.mlp_ratio, name=f'block_{i}', **kw)(x, valid)
     x = _layer_norm('ln_out', **kw)(x)
     t_global = jnp.take_along_axis(x, eot.astype(jnp.int32)[:, None, None], axis=1)[:, 0]
+    if self.sentence_whitening and features is not None:
+      d = features.shape[-1]
+      mean = self.param(whitening.MEAN, _part(nn.initializers.zeros, (None,)), (d,), jnp.float32)
+      identity = lambda _, shape, dtype: jnp.eye(*shape, dtype=dtype)
+      matrix = self.param(whitening.MATRIX, _part(identity, (None, None)), (d, d), jnp.float32)
+      white = whitening.whiten(whitening.sentence_embedding(features, eot), mean, matrix)
+      t_global = t_global + _dense(self.dim, ('mlp', 'embed'), 'proj_sentence', **kw)(
+          white.astype(self.dtype))
     local_mask = jnp.arange(length)[None, :] < eot[:, None]
     t_local = jnp.where(local_mask[..., None], x, jnp.zeros((), x.dtype))
     return t_local, t_global, local_mask
+
+
+def text_encoder_from(enc_cfg, vocab_size: int, max_len: int, dtype, param_dtype) -> TextEncoder:
+  """TextEncoder of a `text_encoder_config` block, as G, D and the upsampler build it."""
+  return TextEncoder(dim=enc_cfg.dim, num_layers=enc_cfg.num_layers, num_heads=enc_cfg.num_heads,
+                     mlp_ratio=enc_cfg.get('mlp_ratio', 4), vocab_size=vocab_size,
+                     max_len=max_len, sentence_whitening=enc_cfg.get('sentence_whitening', False),
+                     dtype=dtype, param_dtype=param_dtype)
 
 
 def make_text_encoder(enc_cfg, text_cfg, backbone=None, dtype=jnp.float32,
@@ -172,7 +193,5 @@ def make_text_encoder(enc_cfg, text_cfg, backbone=None, dtype=jnp.float32,
   if backbone is None and vocab_size is None:
     from gigagan_jax.text.tokenizer import make_tokenizer
     vocab_size = make_tokenizer(text_cfg).vocab_size
-  return TextEncoder(
-      dim=enc_cfg.dim, num_layers=enc_cfg.num_layers, num_heads=enc_cfg.num_heads,
-      mlp_ratio=enc_cfg.get('mlp_ratio', 4), vocab_size=0 if backbone is not None else vocab_size,
-      max_len=text_cfg.max_len, dtype=as_dtype(dtype), param_dtype=as_dtype(param_dtype))
+  return text_encoder_from(enc_cfg, 0 if backbone is not None else vocab_size, text_cfg.max_len,
+                           as_dtype(dtype), as_dtype(param_dtype))

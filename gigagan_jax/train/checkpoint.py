@@ -61,11 +61,13 @@ _ADDED_D_FIELDS = (('kind', 'msio'), ('projection_channels', (128, 256, 512, 512
 
 
 def with_added_defaults(saved: dict) -> dict:
-  """A saved config with the fields added to config.loss since it was written
-  (config_utils.FROZEN_LOSS_FIELDS, matching_in_g) and to config.discriminator
-  (_ADDED_D_FIELDS) at their defaults: those runs trained as the defaults say
-  (those losses off, Eq. 8 in G and D, the MS-I/O D), so resuming them is no
-  config change."""
+  """A saved config with the fields added since it was written at their
+  defaults: config.loss (config_utils.FROZEN_LOSS_FIELDS, matching_in_g),
+  config.discriminator (_ADDED_D_FIELDS), the text encoders'
+  sentence_whitening, config.text.whitening_captions and
+  config.generator.input_from_w. Those runs trained as the defaults say (those
+  losses off, Eq. 8 in G and D, the MS-I/O D, no whitening, a constant input),
+  so resuming them is no config change."""
   as_json = lambda v: json.loads(json.dumps(v))  # tuples as the JSON lists
   out = dict(saved)
   if 'loss' in saved:
@@ -76,6 +78,18 @@ def with_added_defaults(saved: dict) -> dict:
     d = out['discriminator'] = dict(saved['discriminator'])
     for field, default in _ADDED_D_FIELDS:
       d.setdefault(field, as_json(default))
+  # Sentence whitening (text/whitening.py): off in every T, and its caption
+  # count; G's input the constant alone.
+  for block in ('generator', 'upsampler', 'discriminator'):
+    if isinstance(out.get(block), dict) and isinstance(out[block].get('text_encoder'), dict):
+      out[block] = dict(out[block], text_encoder=dict(out[block]['text_encoder']))
+      out[block]['text_encoder'].setdefault('sentence_whitening', False)
+  if isinstance(out.get('generator'), dict):
+    out['generator'] = dict(out['generator'])
+    out['generator'].setdefault('input_from_w', False)
+  if 'text' in saved:
+    out['text'] = dict(saved['text'])
+    out['text'].setdefault('whitening_captions', 4096)
   return out
 
 

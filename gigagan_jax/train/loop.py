@@ -19,12 +19,14 @@ from jax.experimental import multihost_utils
 
 from gigagan_jax import parallel
 from gigagan_jax import storage
-from gigagan_jax.config_utils import ConfigError, validate
+from gigagan_jax.config_utils import ConfigError, sentence_whitening_blocks, validate
+from gigagan_jax.data import pipeline
 from gigagan_jax.data.pipeline import ensure_dataset, make_dataset
 from gigagan_jax.frozen import lpips
 from gigagan_jax.models.build import z_dim
 from gigagan_jax.text.backbone import make_backbone
 from gigagan_jax.text.feature_cache import FeatureCache
+from gigagan_jax.text import whitening
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import samples as samples_lib
 from gigagan_jax.train import frozen_losses
@@ -64,6 +66,19 @@ def _lpips_params(loss_cfg) -> dict:
 # compiled program (~8 s of t2i_micro's start on 2 CPU cores).
 _STEPS: dict = {}
 _STEPS_KEPT = 2
+
+
+def _fit_whitening(state, config, backbone, tokenizer):
+  """`state` with T's sentence-whitening statistics fitted on the training
+  captions (text/whitening.py), in G, D and the EMA alike; a fresh run only:
+  a resumed one restores them with the parameters."""
+  start = time.time()
+  captions = pipeline.read_captions(config.data, config.text.whitening_captions)
+  stats = whitening.fit_captions(backbone, tokenizer, captions)
+  kept = int(np.count_nonzero(np.abs(stats[whitening.MATRIX]).sum(0)))
+  _say(f'sentence whitening: fitted on {len(captions)} training captions, {kept} of '
+       f'{len(stats[whitening.MEAN])} directions kept ({time.time() - start:.1f} s)')
+  return dict(state, **{k: whitening.set_stats(state[k], stats) for k in ('g', 'd', 'ema')})
 
 
 def _jitted_step(config, mesh, parts, backbone, clip_cfg):
@@ -222,6 +237,8 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
            (f' (config changed: {"; ".join(diffs)})' if diffs else ''))
     else:
       state = parts.init(config)
+      if sentence_whitening_blocks(config):
+        state = _fit_whitening(state, config, backbone, tokenizer)
       _say(f'initialised G ({state_lib.count_params(state["g"]) / 1e6:.2f}M params) and '
            f'D ({state_lib.count_params(state["d"]) / 1e6:.2f}M params)')
 
