@@ -128,3 +128,52 @@ def test_a_run_saved_before_sentence_whitening_existed_resumes_without_it():
     del saved[block]['text_encoder']['sentence_whitening']
   assert diff_configs(saved, current)
   assert diff_configs(with_added_defaults(saved), current) == []
+
+
+@pytest.mark.slow
+def test_sharded_steps_with_whitening_and_input_from_w_match_single_device(micro_data_dir):
+  """Two t2i_micro steps with both switches on, on cached (here random) backbone
+  features, equal on a (2,2,2) mesh and on one device."""
+  import test_train
+  from gigagan_jax.data.pipeline import make_dataset
+  from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step
+  config = _whitening_config(micro_data_dir)
+  config.generator.input_from_w = True
+  config.text.feature_cache = True  # the batch brings the features: no MiniLM run here
+  config = validate(config)
+  data = make_dataset(config.data, tokenize=make_tokenizer(config.text), seed=0,
+                      process_index=0, process_count=1)
+  rng = np.random.default_rng(0)
+  batches = []
+  for b in (next(data) for _ in range(2)):
+    batch = {k: b[k] for k in ('image', 'tokens', 'eot')}
+    batch['features'] = rng.normal(size=b['tokens'].shape + (384,)).astype(np.float32)
+    batches.append(batch)
+  stats = whitening.fit(np.concatenate([
+      whitening.sentence_embedding(b['features'], b['eot']) for b in batches]))
+
+  def run(mesh_shape):
+    config_m = config.copy_and_resolve_references()
+    config_m.mesh.data, config_m.mesh.fsdp, config_m.mesh.tensor = mesh_shape
+    mesh = parallel.make_mesh(config_m.mesh, jax.devices()[:int(np.prod(mesh_shape))])
+    parts = state_lib.build(config_m, mesh, make_tokenizer(config.text).vocab_size, 384)
+    step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config_m),
+                          parts.shardings, mesh, batch_ndims(config_m))
+    state = parts.init(config_m)
+    state = dict(state, **{k: whitening.set_stats(state[k], stats) for k in ('g', 'd', 'ema')})
+    losses = []
+    for batch in batches:
+      state, metrics = step(state, parallel.global_batch(batch, mesh), {})
+      losses.append([float(metrics[k]) for k in ('d_loss', 'g_loss')])
+    return jax.device_get(state), np.array(losses)
+
+  ref_state, ref_losses = run((1, 1, 1))
+  assert 'input_proj' in ref_state['g'] and whitening.has_stats(ref_state['d'])
+  state, losses = run((2, 2, 2))
+  np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-5)
+  # atol 2e-4, a tenth of a step at lr 0.0025: on these random features 5 of
+  # 4,608 weights of one G conv (0.11%, over assert_trees_close's 0.1% of
+  # outliers) end up to 1.4e-4 apart, Adam's rounding noise after step 2.
+  for key in ('g', 'd', 'ema'):
+    test_train.assert_trees_close(state[key], ref_state[key], rtol=1e-3, atol=2e-4,
+                                  outlier_atol=2 * 2 * max(config.optim.g_lr, config.optim.d_lr))
