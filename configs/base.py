@@ -63,12 +63,12 @@ def get_base_config():
   g.z_dim = 128                      # paper: z in R^128
   g.w_dim = 512                      # open question 4 (StyleGAN default)
   g.mapping_layers = 4               # paper
+  g.mapping_lr_mul = 0.01            # StyleGAN2 mapping learning-rate multiplier
   # True: G's 4x4 input is the learned constant plus an equalized dense layer
   # of the first scale's w, reshaped to 4x4, so that the style can place
   # things; the paper's (StyleGAN's) input is the constant alone. On
   # captioned_shapes it helped the tiny model learn position (ABLATION.md).
   g.input_from_w = False
-  g.mapping_lr_mul = 0.01            # StyleGAN2 mapping learning-rate multiplier
   # One entry per scale, 4 px first: channels, conv layers, kernel-bank size N.
   g.channels = (512, 512, 512, 256, 128)
   g.convs_per_scale = (2, 2, 2, 2, 2)

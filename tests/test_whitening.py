@@ -118,7 +118,7 @@ def test_training_fits_the_statistics_on_its_captions_and_never_trains_them(micr
                               first[key]['text_encoder']['proj_sentence']['kernel'])
 
 
-def test_a_run_saved_before_sentence_whitening_existed_resumes_without_it():
+def test_a_run_saved_before_whitening_and_input_from_w_existed_resumes_without_them():
   from configs import base
   from gigagan_jax.train.checkpoint import config_to_dict, diff_configs, with_added_defaults
   current = config_to_dict(base.get_base_config())
@@ -126,6 +126,7 @@ def test_a_run_saved_before_sentence_whitening_existed_resumes_without_it():
   del saved['text']['whitening_captions']
   for block in ('generator', 'discriminator'):
     del saved[block]['text_encoder']['sentence_whitening']
+  del saved['generator']['input_from_w']
   assert diff_configs(saved, current)
   assert diff_configs(with_added_defaults(saved), current) == []
 
