@@ -42,12 +42,8 @@ def get_config(arg=None):
   name, clip_dir = _parse(arg)
   config = {'tiny': t2i_tiny, 'paper': t2i_paper}[name].get_config()
   # The paper's model: t2i_tiny's default plain projection D is one of the
-  # variants here, not the baseline; so are neither its whitened sentence
-  # embedding nor its input from w (ABLATION.md).
+  # variants here, not the baseline.
   config.discriminator.kind = 'msio'
-  config.generator.input_from_w = False
-  config.generator.text_encoder.sentence_whitening = False
-  config.discriminator.text_encoder.sentence_whitening = False
   if clip_dir:
     config.loss.clip_dir = clip_dir
   return config

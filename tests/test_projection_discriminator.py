@@ -19,9 +19,7 @@ def projection_config():
   config.discriminator.kind = 'projection'
   config.discriminator.projection_channels = (8, 16, 24)
   config.discriminator.projection_fc = 32
-  config.text.backbone = 'none'  # T reads token ids: no weights needed, so no whitening
-  config.generator.text_encoder.sentence_whitening = False
-  config.discriminator.text_encoder.sentence_whitening = False
+  config.text.backbone = 'none'  # T reads token ids: no weights needed
   return validate(config)
 
 
