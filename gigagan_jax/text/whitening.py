@@ -64,25 +64,31 @@ def fit(embeddings: np.ndarray, rel_floor: float = 1e-4) -> dict:
 
 def fit_captions(backbone, tokenize, captions: Sequence[str], block: int = 256) -> dict:
   """`fit` on the sentence embeddings of `captions` under the frozen `backbone`."""
-  embed = jax.jit(lambda t, e: sentence_embedding(backbone.apply(backbone.params, t, e), e))
+  # The weights are an argument, not constants folded into the compiled program.
+  embed = jax.jit(lambda p, t, e: sentence_embedding(backbone.apply(p, t, e), e))
+  params = jax.device_put(backbone.params)
   parts = []
   for i in range(0, len(captions), block):
     text = tokenize(list(captions[i:i + block]))
-    parts.append(np.asarray(embed(jnp.asarray(text['tokens']), jnp.asarray(text['eot']))))
+    parts.append(np.asarray(embed(params, jnp.asarray(text['tokens']), jnp.asarray(text['eot']))))
   return fit(np.concatenate(parts))
+
+
+def _leaf_name(path) -> str:
+  """Name of a parameter from its tree path: '.../text_encoder/sentence_mean' -> 'sentence_mean'."""
+  return str(getattr(path[-1], 'key', path[-1]))
 
 
 def has_stats(params) -> bool:
   """Whether a parameter tree holds whitening statistics (a T with sentence_whitening)."""
-  return any(str(getattr(p[-1], 'key', p[-1])) == MATRIX
-             for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
+  return any(_leaf_name(p) == MATRIX for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
 
 
 def set_stats(params, stats: dict):
   """`params` with every T's whitening statistics replaced by `stats`; each new
   leaf keeps the sharding of the one it replaces."""
   def put(path, leaf):
-    name = str(getattr(path[-1], 'key', path[-1]))
+    name = _leaf_name(path)
     if name not in stats:
       return leaf
     value = np.asarray(stats[name], np.float32)
