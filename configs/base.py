@@ -156,6 +156,11 @@ def get_base_config():
   loss.matching_aware = True         # paper: on for G and D
   loss.matching_in_g = True          # False: D only (the ablation's "D only" row)
   loss.matching_weight = 1.0
+  # Not the paper's: InfoNCE of each image against the batch's captions in
+  # the projection D's own embedding (real images train D, fakes train G),
+  # every other caption a negative, where Eq. 8 has one. 0 = off.
+  loss.contrastive_weight = 0.0
+  loss.contrastive_temperature = 0.1
   loss.r1_gamma = 0.2048             # paper range 0.2048-2.048 (open question 7)
   loss.r1_interval = 16              # paper: lazy R1 every 16 D steps
   loss.wgan_gp_weight = 10.0         # only for loss.gan = 'wgan'

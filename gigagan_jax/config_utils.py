@@ -244,6 +244,25 @@ def _validate_discriminator(d, r: int):
            f"must be 'all' or 'global', got {d.get('text_exits')!r}")
 
 
+def _validate_contrastive(config):
+  """loss.contrastive_weight: InfoNCE in the projection D's embedding (train/step.py)."""
+  w = float(config.loss.get('contrastive_weight', 0.0))
+  _require(w >= 0, 'loss.contrastive_weight', f'must be >= 0, got {w}')
+  if w == 0:
+    return
+  _require(config.get('task', 't2i') == 't2i', 'loss.contrastive_weight',
+           f'is for text-to-image training; the SR step has no such term, got {w}')
+  _require(config.discriminator.get('kind', 'msio') == 'projection', 'loss.contrastive_weight',
+           "compares images and captions in the projection D's embedding, so it needs "
+           f"discriminator.kind='projection', got {config.discriminator.get('kind', 'msio')!r}")
+  batch = int(config.data.batch_size)
+  _require(batch >= 2, 'data.batch_size',
+           f'the contrastive loss (loss.contrastive_weight={w}) scores each image against the '
+           f'other captions of the batch, so it needs at least 2; got {batch}')
+  tau = float(config.loss.get('contrastive_temperature', 0.1))
+  _require(tau > 0, 'loss.contrastive_temperature', f'must be > 0, got {tau}')
+
+
 def _check_schedule(points, field: str):
   """A loss-weight schedule: () or (step, multiplier) pairs, steps non-decreasing."""
   ok = isinstance(points, (tuple, list)) and all(
@@ -437,6 +456,7 @@ def validate(config: ml_collections.ConfigDict, *,
   decay = config.train.get('ema_decay', 0.0)
   _require(0 <= decay < 1, 'train.ema_decay',
            f'must be in [0, 1) (0: use train.ema_halflife_kimg), got {decay}')
+  _validate_contrastive(config)
   for field in sorted(config.loss):
     if field.endswith('_schedule'):
       _check_schedule(config.loss[field], f'loss.{field}')

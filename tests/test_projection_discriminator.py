@@ -82,6 +82,53 @@ def test_mismatched_captions_are_scored_as_alone(model):
   assert not np.allclose(matched[key], mismatched[key])
 
 
+def test_pair_embeddings_are_the_two_sides_of_the_text_score(model):
+  """<h_i, e_j> is D's text score of image i with caption j: on the diagonal,
+  D's logit less its unconditional part (Dense_1(h))."""
+  d, p, pyramid, text = model
+  h, e = jax.jit(lambda pyr, t: d.apply({'params': p}, pyr, t, method='pair_embeddings'))(
+      pyramid, text)
+  assert h.shape == e.shape == (len(PROMPTS), 32)
+  uncond = np.asarray(h) @ np.asarray(p['out']['kernel'])[:, 0] + np.asarray(p['out']['bias'])
+  logits = jax.jit(d.apply)({'params': p}, pyramid, text)[logit_name(32, 1)]
+  np.testing.assert_allclose(np.diagonal(np.asarray(h) @ np.asarray(e).T) + uncond,
+                             np.asarray(logits)[:, 0, 0, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_contrastive_loss_matches_numpy_and_trains_d_to_pair_images_with_captions(model):
+  """The step's contrastive term (loss.contrastive_weight) is InfoNCE over the
+  batch in D's projection space, and Adam on it alone lowers it on a fixed batch."""
+  import optax
+  from gigagan_jax import losses
+  d, p, pyramid, text = model
+  tau = 0.1
+
+  def loss_fn(params):
+    h, e = d.apply({'params': params}, pyramid, text, method='pair_embeddings')
+    return losses.clip_contrastive_loss(h, e, tau, tokens=text['tokens'])
+
+  h, e = (np.asarray(v, np.float64) for v in
+          d.apply({'params': p}, pyramid, text, method='pair_embeddings'))
+  sim = (h / np.linalg.norm(h, axis=1, keepdims=True)) @ (
+      e / np.linalg.norm(e, axis=1, keepdims=True)).T / tau
+  expected = np.mean(np.log(np.exp(sim).sum(1)) - np.diagonal(sim))
+  np.testing.assert_allclose(loss_fn(p), expected, rtol=1e-4)
+
+  tx = optax.adam(1e-3)
+  opt = tx.init(p)
+
+  @jax.jit
+  def update(params, opt):
+    grads = jax.grad(loss_fn)(params)
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), opt
+
+  params = p
+  for _ in range(20):
+    params, opt = update(params, opt)
+  assert loss_fn(params) < 0.5 * expected
+
+
 def test_config_errors_name_the_field():
   config = load_config('configs/t2i_tiny.py')
   config.discriminator.kind = 'stylegan'
@@ -91,19 +138,32 @@ def test_config_errors_name_the_field():
   config.discriminator.projection_channels = (32, 64)
   with pytest.raises(ConfigError, match=r'discriminator.projection_channels.*32 px down to 4 px \(3\)'):
     validate(config)
+  config = load_config('configs/t2i_tiny.py')
+  config.loss.contrastive_weight = 1.0
+  config.discriminator.kind = 'msio'
+  with pytest.raises(ConfigError, match="loss.contrastive_weight.*kind='projection'"):
+    validate(config)
+  config.discriminator.kind = 'projection'
+  config.data.batch_size = 1
+  with pytest.raises(ConfigError, match='data.batch_size.*at least 2'):
+    validate(config)
+  config.data.batch_size = 4
+  config.loss.contrastive_temperature = 0.0
+  with pytest.raises(ConfigError, match='loss.contrastive_temperature'):
+    validate(config)
 
 
 @pytest.mark.slow
 def test_sharded_steps_with_the_projection_d_match_single_device(micro_data_dir):
-  """Two t2i_micro train steps with the projection D on a (2,2,2) mesh (data,
-  fsdp and tensor axes) equal two on one device."""
+  """Two t2i_micro train steps with the projection D and its contrastive term
+  on a (2,2,2) mesh (data, fsdp and tensor axes) equal two on one device."""
   import test_train
   from gigagan_jax import parallel
   from gigagan_jax.data.pipeline import make_dataset
   from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
   config = test_train.micro_config(micro_data_dir, {
       'discriminator.kind': 'projection', 'discriminator.projection_channels': (8, 16, 16),
-      'discriminator.projection_fc': 32})
+      'discriminator.projection_fc': 32, 'loss.contrastive_weight': 1.0})
   data = make_dataset(config.data, tokenize=make_tokenizer(config.text), seed=0,
                       process_index=0, process_count=1)
   batches = [{k: b[k] for k in BATCH_NDIMS} for b in (next(data) for _ in range(2))]
@@ -115,11 +175,13 @@ def test_sharded_steps_with_the_projection_d_match_single_device(micro_data_dir)
     state, losses = parts.init(config), []
     for batch in batches:
       state, metrics = step(state, parallel.global_batch(batch, mesh), {})
-      losses.append([float(metrics[k]) for k in ('d_loss', 'g_loss', 'r1')])
+      losses.append([float(metrics[k]) for k in
+                     ('d_loss', 'g_loss', 'r1', 'd_contrastive', 'g_contrastive')])
     return jax.device_get(state), np.array(losses)
 
   ref_state, ref_losses = run((1, 1, 1))
   assert np.all(np.isfinite(ref_losses)) and ref_losses[0, 2] > 0  # R1 ran at step 0
+  assert np.all(ref_losses[:, 3:] > 0)
   state, losses = run((2, 2, 2))
   np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-5)
   for key in ('g', 'd', 'ema'):

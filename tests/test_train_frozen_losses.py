@@ -21,6 +21,7 @@ from gigagan_jax.text.clip import CLIPTextConfig
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import frozen_losses, loop
 from gigagan_jax.train import state as state_lib
+from gigagan_jax.train import checkpoint
 from gigagan_jax.train.checkpoint import config_to_dict, diff_configs, with_added_defaults
 from gigagan_jax.train.sr_step import make_sr_train_step
 from gigagan_jax.train.step import BATCH_NDIMS, batch_ndims, jit_train_step, make_train_step
@@ -243,7 +244,10 @@ def test_base_config_declares_the_frozen_loss_fields_with_their_defaults():
 
 def test_a_run_saved_before_the_fields_existed_resumes_without_a_config_change():
   current = config_to_dict(conftest.micro_config())
-  fields = {f for f, _, _ in config_utils.FROZEN_LOSS_FIELDS} | {'matching_in_g'}
+  fields = ({f for f, _, _ in config_utils.FROZEN_LOSS_FIELDS} |
+            {f for f, _ in checkpoint._ADDED_LOSS_FIELDS})
+  for field, default in checkpoint._ADDED_LOSS_FIELDS:  # the defaults the base config declares
+    assert current['loss'][field] == default, field
   saved = dict(current, loss={k: v for k, v in current['loss'].items() if k not in fields})
   assert diff_configs(saved, current)  # each added field would count as a change
   assert diff_configs(with_added_defaults(saved), current) == []

@@ -54,13 +54,24 @@ class ProjectionDiscriminator(TextConditionedD):
     self.out = dense(1, ('mlp', None), 'out')
     self.embed = dense(cfg.projection_fc, ('embed', 'mlp'), 'embed')
 
-  def __call__(self, pyramid, text, mismatched_text=None):
-    """As Discriminator.__call__; only pyramid[0] ([B, R, R, C]) is scored."""
+  def _features(self, pyramid):
+    """h [B, fc]: the image trunk's features of pyramid[0] ([B, R, R, C])."""
     x = pyramid[0].astype(to_dtype(self.cfg.dtype))
-    b = x.shape[0]
     for conv in self.convs:
       x = shard_batch(jax.nn.leaky_relu(conv(x), 0.2))
-    h = shard_batch(jax.nn.leaky_relu(self.fc(x.reshape(b, -1)), 0.2))
+    return shard_batch(jax.nn.leaky_relu(self.fc(x.reshape(x.shape[0], -1)), 0.2))
+
+  def pair_embeddings(self, pyramid, text):
+    """(h [B, fc], Embed(t_D(c)) [B, fc]): the two sides of the projection
+    term, whose inner product is D's text score; the contrastive loss
+    (losses.contrastive_loss, config loss.contrastive_weight) compares every
+    image of a batch with every caption through them."""
+    return self._features(pyramid), self.embed(self.text_embedding(text))
+
+  def __call__(self, pyramid, text, mismatched_text=None):
+    """As Discriminator.__call__; only pyramid[0] ([B, R, R, C]) is scored."""
+    h = self._features(pyramid)
+    b = h.shape[0]
     uncond = self.out(h)
 
     def logits(t):

@@ -53,6 +53,10 @@ RESUMABLE_FIELDS = ('mesh.', 'train.steps', 'train.max_minutes', 'train.log_ever
                     'discriminator.remat', 'text.feature_cache')
 
 
+# Loss fields added since the first checkpoints, besides FROZEN_LOSS_FIELDS,
+# at the defaults configs/base.py declares.
+_ADDED_LOSS_FIELDS = (('matching_in_g', True), ('contrastive_weight', 0.0),
+                      ('contrastive_temperature', 0.1))
 # Fields added to config.discriminator since runs were first saved; the
 # values those runs trained with (the MS-I/O D; the projection D's sizes are
 # unused by it).
@@ -62,17 +66,17 @@ _ADDED_D_FIELDS = (('kind', 'msio'), ('projection_channels', (128, 256, 512, 512
 
 def with_added_defaults(saved: dict) -> dict:
   """A saved config with the fields added since it was written at their
-  defaults: config.loss (config_utils.FROZEN_LOSS_FIELDS, matching_in_g),
+  defaults: config.loss (config_utils.FROZEN_LOSS_FIELDS, _ADDED_LOSS_FIELDS),
   config.discriminator (_ADDED_D_FIELDS), the text encoders'
   sentence_whitening, config.text.whitening_captions and
   config.generator.input_from_w. Those runs trained as the defaults say (those
-  losses off, Eq. 8 in G and D, the MS-I/O D, no whitening, a constant input),
-  so resuming them is no config change."""
+  losses off, Eq. 8 in G and D, no contrastive term, the MS-I/O D, no
+  whitening, a constant input), so resuming them is no config change."""
   as_json = lambda v: json.loads(json.dumps(v))  # tuples as the JSON lists
   out = dict(saved)
   if 'loss' in saved:
     loss = out['loss'] = dict(saved['loss'])
-    for field, default, _ in FROZEN_LOSS_FIELDS + (('matching_in_g', True, ''),):
+    for field, default in [f[:2] for f in FROZEN_LOSS_FIELDS] + list(_ADDED_LOSS_FIELDS):
       loss.setdefault(field, as_json(default))
   if 'discriminator' in saved:
     d = out['discriminator'] = dict(saved['discriminator'])

@@ -13,8 +13,10 @@ Losses (weights in config.loss, each optionally scheduled, see
 losses.scheduled_weight):
   D: MS-I/O GAN + matching-aware (Eq. 8) + lazy R1
      + vision_aided_weight * vision-aided D loss ('d_va')
+     + contrastive_weight * InfoNCE of real images in D's embedding ('d_contrastive')
   G: GAN + matching-aware (unless loss.matching_in_g is off) + clip_weight *
      CLIP loss (Eq. 9, 'clip') + vision_aided_weight * vision-aided G loss ('g_va')
+     + contrastive_weight * InfoNCE of G(c) in D's embedding ('g_contrastive')
 Also logged: 'attn_entropy/<layer>' of each G self-attention layer in the G
 update (0 = every token reads only one, 1 = uniform; nn/attention.py).
 A weight of 0 leaves its term out of the traced program: with both CLIP
@@ -150,6 +152,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   matching = loss_cfg.matching_aware
   matching_in_g = matching and loss_cfg.get('matching_in_g', True)
   use_clip, use_va = frozen_losses.clip_on(loss_cfg), frozen_losses.va_on(loss_cfg)
+  contrastive_w = loss_cfg.get('contrastive_weight', 0.0)
   if (use_clip or use_va) and clip_cfg is None:
     clip_cfg = frozen_losses.clip_config(config)
   va_spec = frozen_losses.va_spec(config, clip_cfg) if use_va else None
@@ -173,6 +176,14 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     d_va = losses.discriminator_loss(kind, real_va, fake_va)
     return weight('vision_aided_weight') * d_va, {'d_va': d_va}
 
+  def contrastive(d_params, images, text):
+    """InfoNCE of each image against the batch's captions in D's projection
+    space (ProjectionDiscriminator.pair_embeddings); copies of an image's own
+    caption are not its negatives."""
+    h, e = d.apply({'params': d_params}, images, text, method='pair_embeddings')
+    return losses.clip_contrastive_loss(h, e, loss_cfg.contrastive_temperature,
+                                        tokens=text['tokens'])
+
   def d_loss_fn(d_params, fake, real, text, wrong, valid, do_r1, key, frozen, step):
     d_params, heads = frozen_losses.split_d(d_params)
     d_fn = lambda pyr, t=text: d.apply({'params': d_params}, pyr, t)
@@ -195,6 +206,9 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
       va_loss, va_metrics = vision_aided_d(d_params, heads, frozen, real, fake, text, weight)
       loss = loss + va_loss
       metrics.update(va_metrics)
+    if contrastive_w:
+      metrics['d_contrastive'] = contrastive(d_params, real, text)
+      loss = loss + contrastive_w * metrics['d_contrastive']
     metrics.update(d_loss=loss, r1=r1)
     if matching:
       metrics.update(d_match_real=losses.matching_term(kind, real_wrong, valid),
@@ -211,6 +225,9 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
       metrics['g_match'] = losses.matching_term(kind, fake_wrong, valid)
     else:
       loss = losses.generator_loss(kind, d.apply({'params': d_params}, fake, text))
+    if contrastive_w:
+      metrics['g_contrastive'] = contrastive(d_params, fake, text)
+      loss = loss + contrastive_w * metrics['g_contrastive']
     weight = functools.partial(losses.scheduled_weight, loss_cfg, step=step)
     if use_clip:  # Eq. 9 on the full-resolution output
       clip = frozen_losses.clip_term(config, clip_cfg, frozen['clip'], fake[0], batch)
