@@ -13,7 +13,10 @@ as in the paper's table:
   no_attention           no self- or cross-attention in G, no self-attention in D
   single_scale_d         G outputs only the top level, D predicts once (no MS-I/O)
   projection_d           a plain conv D with a projection head instead of MS-I/O
-                         (not in the paper; t2i_tiny's default, ABLATION.md)
+                         (not in the paper; t2i_tiny's D, ABLATION.md)
+  tiny_recipe            t2i_tiny's departures from the paper together: the
+                         projection D with its contrastive loss, the whitened
+                         sentence embedding in T, G's input from w
   matching_d_only        matching-aware loss (Eq. 8) in D's loss only, not G's
   no_matching_aware      no matching-aware loss in D or G
   width_half, width_double   every channel count of G and D scaled
@@ -38,12 +41,22 @@ def _parse(arg):
   return name, clip_dir
 
 
+# Where t2i_tiny departs from the paper's model (ABLATION.md): the sweep's
+# baseline sets the paper's values, the 'tiny_recipe' variant t2i_tiny's.
+PAPER_MODEL = {'discriminator.kind': 'msio', 'loss.contrastive_weight': 0.0,
+               'generator.text_encoder.sentence_whitening': False,
+               'discriminator.text_encoder.sentence_whitening': False,
+               'generator.input_from_w': False}
+TINY_RECIPE = {'discriminator.kind': 'projection', 'loss.contrastive_weight': 1.0,
+               'generator.text_encoder.sentence_whitening': True,
+               'discriminator.text_encoder.sentence_whitening': True,
+               'generator.input_from_w': True}
+
+
 def get_config(arg=None):
   name, clip_dir = _parse(arg)
   config = {'tiny': t2i_tiny, 'paper': t2i_paper}[name].get_config()
-  # The paper's model: t2i_tiny's default plain projection D is one of the
-  # variants here, not the baseline.
-  config.discriminator.kind = 'msio'
+  config.update_from_flattened_dict(PAPER_MODEL)
   if clip_dir:
     config.loss.clip_dir = clip_dir
   return config
@@ -64,6 +77,7 @@ def get_sweep(arg=None):
        'generator.cross_attn_resolutions': (), 'discriminator.self_attn_resolutions': ()},
       {'name': 'single_scale_d', 'generator.pyramid_levels': 1, 'discriminator.exits': 'last'},
       {'name': 'projection_d', 'discriminator.kind': 'projection'},
+      {'name': 'tiny_recipe', **TINY_RECIPE},
       {'name': 'matching_d_only', 'loss.matching_in_g': False},
       {'name': 'no_matching_aware', 'loss.matching_aware': False},
       {'name': 'width_half', 'generator.channels': _scaled(g.channels, 0.5),

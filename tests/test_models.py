@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from gigagan_jax.config_utils import load_config, validate
+from gigagan_jax.config_utils import load_config, load_module, validate
 from gigagan_jax.models.build import abstract_variables, build_models
 from gigagan_jax.models.discriminator import logit_name
 from gigagan_jax.models.generator import mix_scales, per_scale
@@ -22,10 +22,11 @@ PROMPTS = ['a red circle at the top left', 'two blue squares on a yellow backgro
 
 
 def _setup(dtype='float32', config_file='configs/t2i_tiny.py', edit=lambda config: None):
-  """t2i_tiny's models with GigaGAN's MS-I/O D (its default is the plain
-  projection D, tests/test_projection_discriminator.py)."""
+  """t2i_tiny's sizes with the paper's model (configs/ablations.py's
+  PAPER_MODEL: GigaGAN's MS-I/O D, T without the whitened sentence embedding,
+  G from its constant; t2i_tiny's own D is tests/test_projection_discriminator.py)."""
   config = load_config(config_file)
-  config.discriminator.kind = 'msio'
+  config.update_from_flattened_dict(load_module('configs/ablations.py').PAPER_MODEL)
   edit(config)
   config = validate(config)
   config.generator.dtype = config.discriminator.dtype = dtype

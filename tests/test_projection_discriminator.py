@@ -20,6 +20,9 @@ def projection_config():
   config.discriminator.projection_channels = (8, 16, 24)
   config.discriminator.projection_fc = 32
   config.text.backbone = 'none'  # T reads token ids: no weights needed
+  config.text.feature_cache = False  # both need a backbone
+  config.generator.text_encoder.sentence_whitening = False
+  config.discriminator.text_encoder.sentence_whitening = False
   return validate(config)
 
 

@@ -71,10 +71,16 @@ def test_every_config_loads_and_validates(path):
 def test_ablation_sweep_names_and_overrides():
   variants = {v.name: v for v in sweep.expand('configs/ablations.py')}
   assert list(variants) == ['full', 'no_kernel_selection', 'no_attention', 'single_scale_d',
-                            'projection_d', 'matching_d_only', 'no_matching_aware', 'width_half',
+                            'projection_d', 'tiny_recipe', 'matching_d_only', 'no_matching_aware', 'width_half',
                             'width_double']
   base = load_config('configs/t2i_tiny.py')
-  base.discriminator.kind = 'msio'  # the paper's D is the sweep's baseline
+  # The sweep's baseline is the paper's model: MS-I/O D, neither the
+  # contrastive loss nor the whitening nor the input from w.
+  base.discriminator.kind = 'msio'
+  base.loss.contrastive_weight = 0.0
+  base.generator.text_encoder.sentence_whitening = False
+  base.discriminator.text_encoder.sentence_whitening = False
+  base.generator.input_from_w = False
   assert variants['full'].config.to_dict() == base.to_dict()
   assert variants['no_kernel_selection'].config.generator.kernel_bank == (1, 1, 1, 1)
   v = variants['no_attention'].config
@@ -82,6 +88,7 @@ def test_ablation_sweep_names_and_overrides():
   v = variants['single_scale_d'].config
   assert v.generator.pyramid_levels == 1 and v.discriminator.exits == 'last'
   assert variants['projection_d'].config.discriminator.kind == 'projection'
+  assert variants['tiny_recipe'].config.to_dict() == load_config('configs/t2i_tiny.py').to_dict()
   assert variants['matching_d_only'].config.loss.matching_in_g is False
   assert variants['no_matching_aware'].config.loss.matching_aware is False
   assert variants['width_half'].config.generator.channels == tuple(c // 2 for c in base.generator.channels)
@@ -90,7 +97,7 @@ def test_ablation_sweep_names_and_overrides():
   paper = {v.name: v for v in sweep.expand('configs/ablations.py:paper')}
   assert list(paper) == list(variants) and paper['full'].config.generator.resolution == 64
   paper_base = load_config('configs/t2i_paper.py')
-  paper_base.discriminator.kind = 'msio'
+  paper_base.update_from_flattened_dict(load_module('configs/ablations.py').PAPER_MODEL)
   for base_config, sweep_variants in ((base, variants), (paper_base, paper)):
     for name, var in sweep_variants.items():
       changed = {k for k, v in flat(var.config).items() if flat(base_config)[k] != v}
