@@ -189,10 +189,12 @@ def gradient_penalty(d_fn, real, fake, key):
   return jnp.mean(jnp.square(norm - 1))
 
 
-def clip_contrastive_loss(image_embeds, text_embeds, temperature: float = 0.01, tokens=None):
-  """Paper Eq. 9: InfoNCE of each generated image against the batch's captions.
+def contrastive_loss(image_embeds, text_embeds, temperature: float = 0.01, tokens=None):
+  """InfoNCE of each image against the batch's captions: the CLIP loss of
+  paper Eq. 9 on CLIP's embeddings (frozen/clip_loss.py), and the
+  contrastive term (config loss.contrastive_weight) on the projection D's.
 
-  image_embeds [B, D] (of G(c_b)), text_embeds [B, D] (of c_b); L2-normalised
+  image_embeds [B, D] (of image b), text_embeds [B, D] (of c_b); L2-normalised
   inside. The positive for image b is caption b. tokens: optional int [B, L]
   of the captions; another caption with the same tokens as b's is b's own
   caption, not a negative, and is left out of b's softmax (captioned_shapes

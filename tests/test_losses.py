@@ -180,17 +180,17 @@ def test_gradient_penalty_of_a_linear_critic(scale, expected):
   np.testing.assert_allclose(gp, expected, atol=1e-5)
 
 
-def test_clip_contrastive_loss_is_cross_entropy_over_the_batch_captions():
+def test_contrastive_loss_is_cross_entropy_over_the_batch_captions():
   img, txt = rng.normal(size=(5, 16)), rng.normal(size=(5, 16))
   n = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
   logits = n(img) @ n(txt).T / 0.07
   expected = np.mean(np.log(np.sum(np.exp(logits), axis=-1)) - np.diag(logits))
-  np.testing.assert_allclose(losses.clip_contrastive_loss(img, txt, 0.07), expected, rtol=1e-5)
+  np.testing.assert_allclose(losses.contrastive_loss(img, txt, 0.07), expected, rtol=1e-5)
   # Matching pairs far apart from the others give a near-zero loss.
-  assert losses.clip_contrastive_loss(np.eye(5), np.eye(5), 0.01) < 1e-3
+  assert losses.contrastive_loss(np.eye(5), np.eye(5), 0.01) < 1e-3
 
 
-def test_clip_contrastive_loss_leaves_copies_of_a_caption_out_of_its_negatives():
+def test_contrastive_loss_leaves_copies_of_a_caption_out_of_its_negatives():
   img, txt = rng.normal(size=(5, 16)), rng.normal(size=(5, 16))
   tokens = np.array([[1, 7, 2], [1, 8, 2], [1, 7, 2], [1, 9, 2], [1, 7, 2]])  # 0, 2, 4 alike
   txt[2] = txt[4] = txt[0]  # equal captions embed alike
@@ -199,12 +199,12 @@ def test_clip_contrastive_loss_leaves_copies_of_a_caption_out_of_its_negatives()
   same = (tokens[:, None] == tokens[None]).all(-1) & ~np.eye(5, dtype=bool)
   expected = np.mean([np.log(np.sum(np.exp(logits[b][~same[b]]))) - logits[b, b]
                       for b in range(5)])
-  np.testing.assert_allclose(losses.clip_contrastive_loss(img, txt, 0.07, tokens=tokens),
+  np.testing.assert_allclose(losses.contrastive_loss(img, txt, 0.07, tokens=tokens),
                              expected, rtol=1e-5)
   # Images that match their captions: the copies no longer hold the loss at log(3).
   emb = np.eye(5)[[0, 1, 0, 3, 0]]
-  assert losses.clip_contrastive_loss(emb, emb, 0.01) > 0.5 * np.log(3)
-  assert losses.clip_contrastive_loss(emb, emb, 0.01, tokens=tokens) < 1e-3
+  assert losses.contrastive_loss(emb, emb, 0.01) > 0.5 * np.log(3)
+  assert losses.contrastive_loss(emb, emb, 0.01, tokens=tokens) < 1e-3
 
 
 def test_ema_half_life_is_measured_in_images():

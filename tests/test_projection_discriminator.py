@@ -108,7 +108,7 @@ def test_contrastive_loss_matches_numpy_and_trains_d_to_pair_images_with_caption
 
   def loss_fn(params):
     h, e = d.apply({'params': params}, pyramid, text, method='pair_embeddings')
-    return losses.clip_contrastive_loss(h, e, tau, tokens=text['tokens'])
+    return losses.contrastive_loss(h, e, tau, tokens=text['tokens'])
 
   h, e = (np.asarray(v, np.float64) for v in
           d.apply({'params': p}, pyramid, text, method='pair_embeddings'))

@@ -7,7 +7,7 @@ For a batch of captions c_1..c_B and images G(c_b):
 
 image -> text only (the paper scores each generated image against all the
 batch's captions, not each caption against all images); the cross-entropy
-itself is `losses.clip_contrastive_loss`. tau: the paper writes none; CLIP
+itself is `losses.contrastive_loss`. tau: the paper writes none; CLIP
 was trained with cosine x exp(logit_scale), and OpenAI's checkpoints end at
 logit_scale = ln 100 (the clamp), so tau = 0.01 scores the images exactly
 as CLIP ranks them (config loss.clip_temperature). With tau = 1 the logits
@@ -63,4 +63,4 @@ def clip_loss(clip: CLIPWeights, images, tokens, eot, *,
   captions (equal tokens) are not negatives of each other.
   """
   img, txt = clip_embeddings(clip, images, tokens, eot, dtype=dtype)
-  return losses.clip_contrastive_loss(img, txt, temperature, tokens=tokens)
+  return losses.contrastive_loss(img, txt, temperature, tokens=tokens)
