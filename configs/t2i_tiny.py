@@ -37,7 +37,7 @@ Learning rates 0.001: chosen on the training split (ABLATION.md,
 `t2i_tiny.py:long` is the README's longer CPU run: the same model and
 learning rates, trained for a 50-minute budget (train.max_minutes) with a
 checkpoint every 1000 steps for the accuracy curve (0.800 on the held-out
-split at step 14,000, every attribute at 0.65 or above):
+split at step 14,000, every attribute above 0.6):
 
   python -m gigagan_jax.train --config=configs/t2i_tiny.py:long --workdir=runs/tiny_long
 """
