@@ -20,7 +20,8 @@ def projection_config():
   config.discriminator.projection_channels = (8, 16, 24)
   config.discriminator.projection_fc = 32
   config.text.backbone = 'none'  # T reads token ids: no weights needed
-  config.text.feature_cache = False  # both need a backbone
+  # The feature cache and the whitened sentence embedding need a backbone.
+  config.text.feature_cache = False
   config.generator.text_encoder.sentence_whitening = False
   config.discriminator.text_encoder.sentence_whitening = False
   return validate(config)

@@ -159,6 +159,6 @@ def test_cli_dry_run_lists_without_running(tmp_path):
                         f'--workdir_root={tmp_path}', '--only=full,no_attention', '--dry-run'],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert '2 of 9 variant(s)' in out.stdout
+  assert f"2 of {len(sweep.expand('configs/ablations.py'))} variant(s)" in out.stdout
   assert f'--workdir={tmp_path}/no_attention' in out.stdout
   assert not os.listdir(tmp_path)  # nothing ran
