@@ -181,8 +181,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     space (ProjectionDiscriminator.pair_embeddings); copies of an image's own
     caption are not its negatives."""
     h, e = d.apply({'params': d_params}, images, text, method='pair_embeddings')
-    return losses.contrastive_loss(h, e, loss_cfg.contrastive_temperature,
-                                        tokens=text['tokens'])
+    return losses.contrastive_loss(h, e, loss_cfg.contrastive_temperature, tokens=text['tokens'])
 
   def d_loss_fn(d_params, fake, real, text, wrong, valid, do_r1, key, frozen, step):
     d_params, heads = frozen_losses.split_d(d_params)
