@@ -192,6 +192,12 @@ def get_base_config():
   o.eps = 1e-8
   o.attn_weight_decay = 0.01         # paper: weight decay on attention layers
   o.grad_clip = 0.0                  # global-norm clip; 0 = off
+  # Multiplier of both learning rates by step: () = constant, or (step,
+  # multiplier) points of a piecewise-linear curve (train/state.py
+  # learning_rate), e.g. ((1500, 1.), (2000, 0.1)). Steps count optimiser
+  # updates, and a schedule adds that count to the optimiser state: a run
+  # resumes with a different schedule, but not from none to one or back.
+  o.lr_schedule = ()
 
   # ---------------------------------------------------------------- mesh
   m = c.mesh = ml_collections.ConfigDict()

@@ -264,7 +264,7 @@ def _validate_contrastive(config):
 
 
 def _check_schedule(points, field: str):
-  """A loss-weight schedule: () or (step, multiplier) pairs, steps non-decreasing."""
+  """A loss-weight or learning-rate schedule: () or (step, multiplier) pairs, steps non-decreasing."""
   ok = isinstance(points, (tuple, list)) and all(
       isinstance(p, (tuple, list)) and len(p) == 2 and p[0] >= 0 and p[1] >= 0 for p in points)
   _require(ok, field, f'must be () or (step, multiplier) pairs, both >= 0, got {points!r}')
@@ -460,5 +460,6 @@ def validate(config: ml_collections.ConfigDict, *,
   for field in sorted(config.loss):
     if field.endswith('_schedule'):
       _check_schedule(config.loss[field], f'loss.{field}')
+  _check_schedule(config.optim.get('lr_schedule', ()), 'optim.lr_schedule')
   validate_frozen(config, check_files=check_files)
   return config

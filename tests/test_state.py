@@ -1,4 +1,5 @@
-"""The optimisers' weight decay reaches exactly the attention weights (state.attention_mask)."""
+"""The optimisers: weight decay reaches exactly the attention weights
+(state.attention_mask), and the learning-rate schedule (state.learning_rate)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +7,7 @@ import optax
 import pytest
 from flax import linen as nn
 
-from gigagan_jax.config_utils import load_config, validate
+from gigagan_jax.config_utils import ConfigError, load_config, validate
 from gigagan_jax.models.build import abstract_variables
 from gigagan_jax.train import state
 
@@ -79,3 +80,29 @@ def test_one_step_with_zero_gradient_shrinks_only_decayed_weights(micro):
       np.testing.assert_allclose(np.asarray(x), 1 - lr * wd, rtol=1e-6, err_msg=_name(path))
     else:
       np.testing.assert_array_equal(np.asarray(x), 1.0, err_msg=_name(path))
+
+
+def test_lr_schedule_scales_each_update_by_its_multiplier(micro):
+  """Adam's moments do not depend on the learning rate, so with the same
+  gradients the scheduled optimiser's k-th update is the constant one's times
+  the schedule at k (optim.lr_schedule, counted in updates)."""
+  config, g, _ = micro
+  params = {'w': jnp.ones((3, 4)), 'b': jnp.zeros((4,))}
+  const = state.make_optimizer(config.optim, 0.01)
+  cfg = config.optim.copy_and_resolve_references()
+  cfg.lr_schedule = ((0, 1.0), (2, 1.0), (4, 0.1))
+  sched = state.make_optimizer(cfg, 0.01)
+  s_const, s_sched = const.init(params), sched.init(params)
+  for k, multiplier in enumerate((1.0, 1.0, 1.0, 0.55, 0.1, 0.1)):
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(k), p.shape), params)
+    u_const, s_const = const.update(grads, s_const, params)
+    u_sched, s_sched = sched.update(grads, s_sched, params)
+    for a, b in zip(jax.tree.leaves(u_sched), jax.tree.leaves(u_const)):
+      np.testing.assert_allclose(a, multiplier * b, rtol=1e-5, err_msg=f'update {k}')
+
+
+def test_bad_lr_schedule_names_the_field():
+  config = load_config('configs/t2i_micro.py')
+  config.optim.lr_schedule = ((10, 1.0), (5, 0.1))
+  with pytest.raises(ConfigError, match='optim.lr_schedule'):
+    validate(config)

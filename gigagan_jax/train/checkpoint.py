@@ -68,10 +68,11 @@ def with_added_defaults(saved: dict) -> dict:
   """A saved config with the fields added since it was written at their
   defaults: config.loss (config_utils.FROZEN_LOSS_FIELDS, _ADDED_LOSS_FIELDS),
   config.discriminator (_ADDED_D_FIELDS), the text encoders'
-  sentence_whitening, config.text.whitening_captions and
-  config.generator.input_from_w. Those runs trained as the defaults say (those
-  losses off, Eq. 8 in G and D, no contrastive term, the MS-I/O D, no
-  whitening, a constant input), so resuming them is no config change."""
+  sentence_whitening, config.text.whitening_captions,
+  config.generator.input_from_w and config.optim.lr_schedule. Those runs
+  trained as the defaults say (those losses off, Eq. 8 in G and D, no
+  contrastive term, the MS-I/O D, no whitening, a constant input, constant
+  learning rates), so resuming them is no config change."""
   as_json = lambda v: json.loads(json.dumps(v))  # tuples as the JSON lists
   out = dict(saved)
   if 'loss' in saved:
@@ -94,6 +95,8 @@ def with_added_defaults(saved: dict) -> dict:
   if 'text' in saved:
     out['text'] = dict(saved['text'])
     out['text'].setdefault('whitening_captions', 4096)
+  if 'optim' in saved:
+    out['optim'] = dict(saved['optim'], lr_schedule=saved['optim'].get('lr_schedule', []))
   return out
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from gigagan_jax import parallel
+from gigagan_jax import losses, parallel
 from gigagan_jax.models.build import build_models, example_g_inputs, example_pyramid, example_text
 from gigagan_jax.train import frozen_losses
 
@@ -64,9 +64,20 @@ def attention_mask(params):
   return jax.tree_util.tree_map_with_path(lambda p, _: _is_attention_weight(p), params)
 
 
+def learning_rate(optim_cfg, lr: float):
+  """`lr`, or with optim.lr_schedule's (step, multiplier) points a function of
+  the optimiser's update count (losses.piecewise_linear), e.g. a decay to a
+  tenth over a run's last quarter. The count is the train step less the steps
+  skipped as non-finite, which do not update the optimiser."""
+  points = tuple(optim_cfg.get('lr_schedule', ()))
+  if not points:
+    return lr
+  return lambda count: lr * losses.piecewise_linear(points, count)
+
+
 def make_optimizer(optim_cfg, lr: float) -> optax.GradientTransformation:
   """AdamW with weight decay on attention weights only (paper Table A2)."""
-  tx = optax.adamw(lr, b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
+  tx = optax.adamw(learning_rate(optim_cfg, lr), b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
                    weight_decay=optim_cfg.attn_weight_decay, mask=attention_mask)
   if optim_cfg.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(optim_cfg.grad_clip), tx)
