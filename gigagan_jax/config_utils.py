@@ -264,7 +264,8 @@ def _validate_contrastive(config):
 
 
 def _check_schedule(points, field: str):
-  """A loss-weight or learning-rate schedule: () or (step, multiplier) pairs, steps non-decreasing."""
+  """A loss-weight or learning-rate schedule: () or (step, multiplier) pairs,
+  steps non-decreasing."""
   ok = isinstance(points, (tuple, list)) and all(
       isinstance(p, (tuple, list)) and len(p) == 2 and p[0] >= 0 and p[1] >= 0 for p in points)
   _require(ok, field, f'must be () or (step, multiplier) pairs, both >= 0, got {points!r}')

@@ -85,7 +85,8 @@ HEAVIEST_FIRST = ('session_runs',              # 315: the probe, straight_run; S
                   'test_preemption',           # 189: two-process runs
                   'sr_programs',               # 138: the SR steps of up_tiny and baselines
                   'test_train_frozen_losses',  #  96: CLIP + vision-aided steps
-                  'train_faults', 'test_models', 'test_bench')
+                  'train_faults', 'test_models', 'test_bench',
+                  'test_tiny_recipe', 'test_whitening')  # ~40 each: sharded steps; a short run
 
 
 # xdist reads the groups into node ids, which works with pytest 8 only

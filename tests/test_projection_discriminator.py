@@ -157,42 +157,6 @@ def test_config_errors_name_the_field():
     validate(config)
 
 
-@pytest.mark.slow
-def test_sharded_steps_with_the_projection_d_match_single_device(micro_data_dir):
-  """Two t2i_micro train steps with the projection D and its contrastive term
-  on a (2,2,2) mesh (data, fsdp and tensor axes) equal two on one device."""
-  import test_train
-  from gigagan_jax import parallel
-  from gigagan_jax.data.pipeline import make_dataset
-  from gigagan_jax.train.step import BATCH_NDIMS, jit_train_step, make_train_step
-  config = test_train.micro_config(micro_data_dir, {
-      'discriminator.kind': 'projection', 'discriminator.projection_channels': (8, 16, 16),
-      'discriminator.projection_fc': 32, 'loss.contrastive_weight': 1.0})
-  data = make_dataset(config.data, tokenize=make_tokenizer(config.text), seed=0,
-                      process_index=0, process_count=1)
-  batches = [{k: b[k] for k in BATCH_NDIMS} for b in (next(data) for _ in range(2))]
-
-  def run(mesh_shape):
-    mesh, _, parts = test_train.mesh_parts(config, mesh_shape)
-    step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, config),
-                          parts.shardings, mesh)
-    state, losses = parts.init(config), []
-    for batch in batches:
-      state, metrics = step(state, parallel.global_batch(batch, mesh), {})
-      losses.append([float(metrics[k]) for k in
-                     ('d_loss', 'g_loss', 'r1', 'd_contrastive', 'g_contrastive')])
-    return jax.device_get(state), np.array(losses)
-
-  ref_state, ref_losses = run((1, 1, 1))
-  assert np.all(np.isfinite(ref_losses)) and ref_losses[0, 2] > 0  # R1 ran at step 0
-  assert np.all(ref_losses[:, 3:] > 0)
-  state, losses = run((2, 2, 2))
-  np.testing.assert_allclose(losses, ref_losses, rtol=1e-4, atol=1e-5)
-  for key in ('g', 'd', 'ema'):
-    test_train.assert_trees_close(state[key], ref_state[key], rtol=1e-3, atol=2e-5,
-                                  outlier_atol=2 * 2 * max(config.optim.g_lr, config.optim.d_lr))
-
-
 def test_a_run_saved_before_discriminator_kind_existed_resumes_with_the_msio_d():
   import conftest
   from gigagan_jax.train.checkpoint import _ADDED_D_FIELDS, config_to_dict, diff_configs, \

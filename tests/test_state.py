@@ -86,7 +86,7 @@ def test_lr_schedule_scales_each_update_by_its_multiplier(micro):
   """Adam's moments do not depend on the learning rate, so with the same
   gradients the scheduled optimiser's k-th update is the constant one's times
   the schedule at k (optim.lr_schedule, counted in updates)."""
-  config, g, _ = micro
+  config, _, _ = micro
   params = {'w': jnp.ones((3, 4)), 'b': jnp.zeros((4,))}
   const = state.make_optimizer(config.optim, 0.01)
   cfg = config.optim.copy_and_resolve_references()

@@ -46,13 +46,14 @@ def single_device():
   return jax.devices()[:1]
 
 
-def mesh_parts(config, mesh_shape):
-  """(mesh, tokenizer, Parts) for `config` on the first prod(mesh_shape) devices."""
+def mesh_parts(config, mesh_shape, feature_dim: int = 0):
+  """(mesh, tokenizer, Parts) for `config` on the first prod(mesh_shape) devices;
+  feature_dim: the backbone features' width (0: no backbone)."""
   config = config.copy_and_resolve_references()
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
   mesh = parallel.make_mesh(config.mesh, jax.devices()[:int(np.prod(mesh_shape))])
   tokenizer = make_tokenizer(config.text)
-  return mesh, tokenizer, state_lib.build(config, mesh, tokenizer.vocab_size, 0)
+  return mesh, tokenizer, state_lib.build(config, mesh, tokenizer.vocab_size, feature_dim)
 
 
 def assert_trees_close(a, b, rtol, atol, outlier_atol=None):

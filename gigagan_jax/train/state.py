@@ -77,8 +77,9 @@ def learning_rate(optim_cfg, lr: float):
 
 def make_optimizer(optim_cfg, lr: float) -> optax.GradientTransformation:
   """AdamW with weight decay on attention weights only (paper Table A2)."""
-  tx = optax.adamw(learning_rate(optim_cfg, lr), b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps,
-                   weight_decay=optim_cfg.attn_weight_decay, mask=attention_mask)
+  tx = optax.adamw(learning_rate(optim_cfg, lr), b1=optim_cfg.b1, b2=optim_cfg.b2,
+                   eps=optim_cfg.eps, weight_decay=optim_cfg.attn_weight_decay,
+                   mask=attention_mask)
   if optim_cfg.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(optim_cfg.grad_clip), tx)
   return tx
