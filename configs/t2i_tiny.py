@@ -38,7 +38,9 @@ linearly to a tenth over the run's second half (`optim.lr_schedule`).
 `t2i_tiny.py:long` is the README's longer CPU run: the same model and
 learning rates, trained for 14,000 steps (about 51 minutes here, with a
 58-minute budget, train.max_minutes, as a guard), the decay over its second
-half, with a checkpoint every 1000 steps for the accuracy curve:
+half, with a checkpoint every 1000 steps for the accuracy curve (0.798 on
+the held-out split at step 14,000, every attribute above 0.6; 0.800 at a
+constant rate):
 
   python -m gigagan_jax.train --config=configs/t2i_tiny.py:long --workdir=runs/tiny_long
 """
