@@ -17,7 +17,7 @@ from gigagan_jax.data.pipeline import make_dataset
 from gigagan_jax.text import whitening
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step
-from test_whitening import _whitening_config
+from test_whitening import whitening_config
 
 FEATURE_DIM = 384  # MiniLM's
 
@@ -26,7 +26,7 @@ FEATURE_DIM = 384  # MiniLM's
 def test_sharded_steps_with_the_tiny_recipe_match_single_device(micro_data_dir):
   """Two t2i_micro steps with every departure on, on cached (here random)
   backbone features, equal on a (2,2,2) mesh and on one device."""
-  config = _whitening_config(micro_data_dir)
+  config = whitening_config(micro_data_dir)
   config.update_from_flattened_dict({
       'generator.input_from_w': True,
       'text.feature_cache': True,  # the batch brings the features: no MiniLM run here

@@ -65,7 +65,7 @@ def test_t_global_gains_a_dense_layer_of_the_whitened_sentence_embedding():
   assert not np.allclose(t_global, base, atol=1e-3)  # the layer is not a no-op
 
 
-def _whitening_config(data_dir=''):
+def whitening_config(data_dir=''):
   config = conftest.micro_config(data_dir)
   config.text.update(dict(tokenizer='minilm', backbone='minilm', max_len=16,
                           whitening_captions=48))
@@ -75,11 +75,11 @@ def _whitening_config(data_dir=''):
 
 
 def test_config_errors_name_the_field():
-  config = _whitening_config()
+  config = whitening_config()
   config.text.update(dict(tokenizer='byte', backbone='none'))
   with pytest.raises(ConfigError, match=r'generator.text_encoder.sentence_whitening.*backbone'):
     validate(config)
-  config = _whitening_config()
+  config = whitening_config()
   config.text.whitening_captions = 1
   with pytest.raises(ConfigError, match=r'text.whitening_captions.*>= 2'):
     validate(config)
@@ -87,7 +87,7 @@ def test_config_errors_name_the_field():
 
 def test_training_fits_the_statistics_on_its_captions_and_never_trains_them(micro_data_dir,
                                                                            tmp_path):
-  config = validate(_whitening_config(micro_data_dir))
+  config = validate(whitening_config(micro_data_dir))
   config.train.update(steps=2, log_every=1, ckpt_every=1, sample_every=100, keep_last=3)
   loop.train(config, str(tmp_path), devices=jax.devices()[:1])
 

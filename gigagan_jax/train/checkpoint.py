@@ -96,7 +96,8 @@ def with_added_defaults(saved: dict) -> dict:
     out['text'] = dict(saved['text'])
     out['text'].setdefault('whitening_captions', 4096)
   if 'optim' in saved:
-    out['optim'] = dict(saved['optim'], lr_schedule=saved['optim'].get('lr_schedule', []))
+    out['optim'] = dict(saved['optim'])
+    out['optim'].setdefault('lr_schedule', [])
   return out
 
 
