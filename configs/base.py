@@ -204,6 +204,11 @@ def get_base_config():
   m.data = -1                        # -1: all devices not used by fsdp/tensor
   m.fsdp = 1
   m.tensor = 1
+  # How an FSDP-sharded conv kernel meets the activations: 'gathered' (XLA
+  # all-gathers the kernel to every device), 'stationary' (the activations go
+  # to the kernel's shards and back; no kernel is gathered) or 'auto':
+  # stationary per layer where the kernel is the larger (nn/stationary.py).
+  m.conv_weights = 'auto'
 
   # ---------------------------------------------------------------- training
   t = c.train = ml_collections.ConfigDict()

@@ -58,6 +58,7 @@ def num_scales(resolution: int) -> int:
 
 
 CONV_IMPLS = ('auto', 'fused', 'grouped')   # nn/modulated_conv.py
+CONV_WEIGHTS = ('auto', 'gathered', 'stationary')  # nn/stationary.py
 REMAT_POLICIES = ('none', 'full', 'convs')  # nn/remat.py
 
 
@@ -462,5 +463,7 @@ def validate(config: ml_collections.ConfigDict, *,
     if field.endswith('_schedule'):
       _check_schedule(config.loss[field], f'loss.{field}')
   _check_schedule(config.optim.get('lr_schedule', ()), 'optim.lr_schedule')
+  _require(config.mesh.get('conv_weights', 'auto') in CONV_WEIGHTS, 'mesh.conv_weights',
+           f'must be one of {CONV_WEIGHTS}, got {config.mesh.get("conv_weights")!r}')
   validate_frozen(config, check_files=check_files)
   return config

@@ -85,6 +85,12 @@ def logical_shardings(abstract_variables, mesh: Mesh):
       mesh_specs, shapes, is_leaf=lambda s: isinstance(s, P))
 
 
+def param_spec(names: tuple, shape: tuple[int, ...], mesh: Mesh) -> P:
+  """The PartitionSpec of one parameter with logical axis `names`, as
+  logical_shardings gives it."""
+  return _fit_spec(nn.logical_to_mesh_axes(names, LOGICAL_RULES), shape, mesh)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
@@ -95,18 +101,25 @@ def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
 
 
 # The mesh that activation constraints (shard_batch) refer to while a step is
-# traced; None outside jit_train_step's tracing, where they do nothing.
+# traced, with config.mesh.conv_weights; None outside jit_train_step's
+# tracing, where they do nothing.
 _ACTIVATION_MESH = contextvars.ContextVar('activation_mesh', default=None)
 
 
 @contextlib.contextmanager
-def activation_mesh(mesh: Mesh):
-  """Within (while tracing): shard_batch constrains activations on `mesh`."""
-  token = _ACTIVATION_MESH.set(mesh)
+def activation_mesh(mesh: Mesh, conv_weights: str = 'auto'):
+  """Within (while tracing): shard_batch constrains activations on `mesh`, and
+  convs run on their kernel shards as `conv_weights` says (nn/stationary.py)."""
+  token = _ACTIVATION_MESH.set((mesh, conv_weights))
   try:
     yield
   finally:
     _ACTIVATION_MESH.reset(token)
+
+
+def traced_mesh() -> tuple[Mesh | None, str]:
+  """(mesh, conv_weights) of the enclosing activation_mesh; (None, 'auto') outside."""
+  return _ACTIVATION_MESH.get() or (None, 'auto')
 
 
 def shard_batch(x):
@@ -122,7 +135,7 @@ def shard_batch(x):
   shards' gradients were wrong, R1 off by 2%). A no-op outside
   activation_mesh, on one batch shard, or when the batch axes do not divide B.
   """
-  mesh = _ACTIVATION_MESH.get()
+  mesh, _ = traced_mesh()
   if mesh is None:
     return x
   n = mesh.shape['data'] * mesh.shape['fsdp']

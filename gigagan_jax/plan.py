@@ -136,7 +136,8 @@ def _plan(config, mesh_axes: dict, device_memory: int | None, compile_step: bool
   """Returns {'devices', 'batch_size', 'state': {part: bytes}, 'backbone',
   'frozen': {'clip'?, 'vision_aided'?: bytes}, 'vision_aided_heads' (bytes, within D),
   'largest': [(leaf path, bytes)], 'conv_impl': {G layer: 'fused' | 'grouped'},
-  'remat': {'generator', 'discriminator': policy}, and when compiled 'xla':
+  'remat': {'generator', 'discriminator': policy}, 'conv_weights' (the mesh's
+  policy, nn/stationary.py), and when compiled 'xla':
   {...}, 'flops' (XLA's count for one step), 'peak', 'fits' (None without
   device_memory)}; every byte and FLOP figure is per device.
   """
@@ -184,7 +185,8 @@ def _plan(config, mesh_axes: dict, device_memory: int | None, compile_step: bool
          'largest': sorted(leaves, key=lambda kv: -kv[1])[:8],
          'conv_impl': chosen_impls(parts.g.init, jax.random.key(0),
                                    *example_g_inputs(config, 2, feature_dim)),
-         'remat': {k: config[k].get('remat', 'none') for k in ('generator', 'discriminator')}}
+         'remat': {k: config[k].get('remat', 'none') for k in ('generator', 'discriminator')},
+         'conv_weights': config.mesh.get('conv_weights', 'auto')}
   if not compile_step:
     return out
 
@@ -255,7 +257,8 @@ def format_plan(p: dict) -> str:
                     f' ({100 * p["peak"] / p["device_memory"]:.0f}%)')
   impls = list(p['conv_impl'].values())
   lines += ['', f'modulated convs of G: {impls.count("fused")} fused, {impls.count("grouped")} '
-            f'grouped; remat: G {p["remat"]["generator"]}, D {p["remat"]["discriminator"]}']
+            f'grouped; remat: G {p["remat"]["generator"]}, D {p["remat"]["discriminator"]}; '
+            f'conv weights: {p["conv_weights"]}']
   if 'flops' in p:
     lines[-1] += f'; {p["flops"] / 1e12:.3f} TFLOP per step per device (XLA)'
   lines += ['', 'largest state arrays per device:']

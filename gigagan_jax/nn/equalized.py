@@ -14,6 +14,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from gigagan_jax.nn.conv import conv2d
 from gigagan_jax.nn.remat import CONV_OUT
+from gigagan_jax.nn.stationary import kernel_mesh, on_kernel_shards
 from gigagan_jax.parallel import shard_batch
 
 
@@ -50,8 +51,13 @@ class EqualDense(nn.Module):
     din = x.shape[-1]
     kernel = equalized_param(self, 'kernel', (din, self.features), self.names,
                              self.lr_mul, self.param_dtype, zero=self.zero_init)
-    scale = self.lr_mul / math.sqrt(din)
-    y = jnp.dot(x.astype(self.dtype), (kernel * scale).astype(self.dtype))
+    kernel = (kernel * (self.lr_mul / math.sqrt(din))).astype(self.dtype)
+    x = x.astype(self.dtype)
+    mesh = kernel_mesh(x.shape, kernel.shape, self.names, din)
+    if mesh is None:
+      y = jnp.dot(x, kernel)
+    else:
+      y = on_kernel_shards(mesh, lambda x, kernel, *_: jnp.dot(x, kernel), x, kernel, self.names)
     if self.use_bias:
       bias = self.param('bias', nn.with_logical_partitioning(
           nn.initializers.constant(self.bias_init / self.lr_mul), (self.names[-1],)),
@@ -71,10 +77,16 @@ class EqualConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     k, cin = self.kernel_size, x.shape[-1]
-    kernel = equalized_param(self, 'kernel', (k, k, cin, self.features),
-                             (None, None, 'conv_in', 'conv_out'), 1.0, self.param_dtype)
-    kernel = kernel * (1.0 / math.sqrt(k * k * cin))
-    y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype))
+    names = (None, None, 'conv_in', 'conv_out')
+    kernel = equalized_param(self, 'kernel', (k, k, cin, self.features), names, 1.0,
+                             self.param_dtype)
+    kernel = (kernel * (1.0 / math.sqrt(k * k * cin))).astype(self.dtype)
+    x = x.astype(self.dtype)
+    mesh = kernel_mesh(x.shape, kernel.shape, names, k * k * cin)
+    if mesh is None:
+      y = conv2d(x, kernel)
+    else:
+      y = on_kernel_shards(mesh, lambda x, kernel, *_: conv2d(x, kernel), x, kernel, names)
     if self.use_bias:
       bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('conv_out',)),
                         (self.features,), self.param_dtype)

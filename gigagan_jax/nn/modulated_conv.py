@@ -17,7 +17,10 @@ cheaper one per layer, `choose_impl`):
   weights, computed from a [N, N, Cin, Cout] Gram tensor of the bank.
 For a bank of one the fused form is StyleGAN2's modulate-convolve-demodulate
 with one shared kernel: no extra FLOPs and no per-sample kernel.
+Under FSDP the fused form may run weight-stationary, on each device's shard of
+the bank (config `mesh.conv_weights`; nn/stationary.py).
 """
+import functools
 import math
 
 import jax
@@ -29,7 +32,11 @@ from gigagan_jax.nn.conv import conv2d, target_backend
 from gigagan_jax.nn.equalized import EqualDense, equalized_param
 from gigagan_jax.nn.fir import upsample2d
 from gigagan_jax.nn.remat import CONV_OUT
+from gigagan_jax.nn.stationary import kernel_mesh, on_kernel_shards
 from gigagan_jax.parallel import shard_batch
+
+
+BANK_AXES = ('kernel_bank', None, None, 'conv_in', 'conv_out')  # [N, k, k, Cin, Cout]
 
 
 def choose_impl(x_shape, bank_shape) -> str:
@@ -84,21 +91,49 @@ def grouped_modulated_conv(x, bank, mix, style, demodulate: bool, eps: float = 1
   return jax.vmap(lambda xi, ki: conv2d(xi[None], ki)[0])(x, kernel)
 
 
+def _bank_conv(xs, bank, mix):
+  """The style-scaled input xs [B, H, W, Cin] convolved with every kernel of
+  the bank [N, k, k, Cin, Cout] at once, mixed by mix [B, N]: [B, H, W, Cout]."""
+  n, k, _, cin, cout = bank.shape
+  wide = jnp.transpose(bank, (1, 2, 3, 0, 4)).reshape(k, k, cin, n * cout)
+  y = conv2d(xs, wide).reshape(*xs.shape[:3], n, cout)
+  return jnp.einsum('bhwnc,bn->bhwc', y, mix)
+
+
+def _demod_norm(bank, mix, s2):
+  """Squared norm [B, Cout] of each sample's mixed, modulated kernel: a
+  quadratic form in the mix [B, N] over the bank's [N, N, Cin, Cout] Gram
+  tensor, weighted by the squared styles s2 [B, Cin] (f32)."""
+  b32 = bank.astype(jnp.float32)
+  gram = jnp.einsum('nhwio,mhwio->nmio', b32, b32)
+  m32 = mix.astype(jnp.float32)
+  return jnp.einsum('bn,bm,bi,nmio->bo', m32, m32, s2, gram)
+
+
 def fused_modulated_conv(x, bank, mix, style, demodulate: bool, eps: float = 1e-8):
   """Same result as `grouped_modulated_conv` with shared-weight convs only."""
-  n, k, _, cin, cout = bank.shape
-  xs = x * style[:, None, None, :]
-  wide = jnp.transpose(bank, (1, 2, 3, 0, 4)).reshape(k, k, cin, n * cout)
-  y = conv2d(xs, wide).reshape(*x.shape[:3], n, cout)
-  y = jnp.einsum('bhwnc,bn->bhwc', y, mix)
+  y = _bank_conv(x * style[:, None, None, :], bank, mix)
   if demodulate:
-    b32 = bank.astype(jnp.float32)
-    gram = jnp.einsum('nhwio,mhwio->nmio', b32, b32)          # [N, N, Cin, Cout]
-    s2 = jnp.square(style.astype(jnp.float32))
-    m32 = mix.astype(jnp.float32)
-    norm = jnp.einsum('bn,bm,bi,nmio->bo', m32, m32, s2, gram)  # [B, Cout]
+    norm = _demod_norm(bank, mix, jnp.square(style.astype(jnp.float32)))
     y = y * jax.lax.rsqrt(norm + eps)[:, None, None, :].astype(y.dtype)
   return y
+
+
+def stationary_modulated_conv(mesh, x, bank, mix, style, demodulate: bool, eps: float = 1e-8):
+  """`fused_modulated_conv` on each device's shard of the bank's input
+  channels (nn/stationary.py): the partial convs and the partial demodulation
+  norms are summed over 'fsdp', so the bank is never gathered."""
+
+  def body(xs, bank, by_channel, by_sample):
+    (mix,) = by_sample
+    y = _bank_conv(xs, bank, mix)
+    if demodulate:
+      norm = jax.lax.psum(_demod_norm(bank, mix, by_channel[0]), 'fsdp')
+      y = y * jax.lax.rsqrt(norm + eps)[:, None, None, :].astype(y.dtype)
+    return y
+
+  s2 = (jnp.square(style.astype(jnp.float32)),) if demodulate else ()
+  return on_kernel_shards(mesh, body, x * style[:, None, None, :], bank, BANK_AXES, s2, (mix,))
 
 
 class ModulatedConv(nn.Module):
@@ -135,8 +170,7 @@ class ModulatedConv(nn.Module):
   @nn.compact
   def __call__(self, x, w):
     k, cin, n = self.kernel_size, x.shape[-1], self.bank_size
-    bank = equalized_param(self, 'bank', (n, k, k, cin, self.features),
-                           ('kernel_bank', None, None, 'conv_in', 'conv_out'), 1.0,
+    bank = equalized_param(self, 'bank', (n, k, k, cin, self.features), BANK_AXES, 1.0,
                            self.param_dtype, zero=self.zero_init)
     bank = (bank * (1.0 / math.sqrt(k * k * cin))).astype(self.dtype)
     style = EqualDense(cin, bias_init=1.0, zero_init=self.zero_style, names=('embed', 'conv_in'),
@@ -151,6 +185,10 @@ class ModulatedConv(nn.Module):
     x = x.astype(self.dtype)
     if self.up:
       x = upsample2d(x)
+    mesh = (kernel_mesh(x.shape, bank.shape, BANK_AXES, k * k * cin)
+            if conv is fused_modulated_conv else None)
+    if mesh is not None:
+      conv = functools.partial(stationary_modulated_conv, mesh)
     y = conv(x, bank, mix.astype(self.dtype), style.astype(self.dtype), self.demodulate)
     bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('conv_out',)),
                       (self.features,), self.param_dtype)

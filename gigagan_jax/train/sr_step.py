@@ -69,9 +69,10 @@ def hr_r1_penalty(d_fn, hr, lr, levels: int):
 
 
 def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
-  """Builds the (un-jitted) SR step for these models and config (`.r1_due` as
-  make_train_step's; always False without a GAN term). clip_cfg: the frozen
-  CLIP's sizes when the CLIP loss is on (default frozen_losses.clip_config)."""
+  """Builds the (un-jitted) SR step for these models and config (`.r1_due` and
+  `.conv_weights` as make_train_step's; `.r1_due` always False without a GAN
+  term). clip_cfg: the frozen CLIP's sizes when the CLIP loss is on (default
+  frozen_losses.clip_config)."""
   loss_cfg, levels = config.loss, config.discriminator.levels
   kind = loss_cfg.gan
   z_dim = config.upsampler.get('z_dim', 1)
@@ -161,5 +162,6 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     return new_state, metrics
 
   train_step.r1_due = lambda step: use_gan and r1_due(loss_cfg, step)
+  train_step.conv_weights = config.mesh.get('conv_weights', 'auto')
   return train_step
 

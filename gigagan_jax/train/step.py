@@ -142,7 +142,8 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   clip_cfg: the frozen CLIP's sizes (clip_model.CLIPConfig) when the CLIP loss
   or the vision-aided D is on; default frozen_losses.clip_config(config).
   The function carries `.r1_due(step) -> bool` (r1_due for this config), for
-  the host to choose its do_r1 argument.
+  the host to choose its do_r1 argument, and `.conv_weights`
+  (config.mesh.conv_weights), for jit_train_step.
   """
   loss_cfg, levels = config.loss, config.generator.pyramid_levels
   kind = loss_cfg.gan
@@ -295,6 +296,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     return new_state, metrics
 
   train_step.r1_due = functools.partial(r1_due, loss_cfg)
+  train_step.conv_weights = config.mesh.get('conv_weights', 'auto')
   return train_step
 
 
@@ -353,7 +355,7 @@ def jit_train_step(step_fn, state_shardings, mesh, ndims=BATCH_NDIMS) -> JittedS
   batch_sh = {k: batch_sharding(mesh, n) for k, n in ndims.items()}
 
   def traced_on_mesh(*args):  # activations keep the batch sharding (parallel.shard_batch)
-    with activation_mesh(mesh):
+    with activation_mesh(mesh, step_fn.conv_weights):
       return step_fn(*args)
 
   jitted = jax.jit(traced_on_mesh, static_argnums=(3,),
