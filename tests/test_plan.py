@@ -27,24 +27,23 @@ def test_state_bytes_shrink_by_the_fsdp_factor():
 
 
 def test_temporaries_do_not_grow_with_fsdp_at_a_fixed_per_device_batch():
-  """Activations stay split over the batch (parallel.shard_batch), so at 2
-  images per device t2i_micro's per-device temporaries on fsdp 8 are within
-  10% of fsdp 2's with gathered kernels (measured 8.38 -> 7.99 MB). Without
-  the constraints they grew 3.3x (7.2 -> 23.8 MiB, BENCHMARKS.md): each
-  device held every sample at a slice of the channels.
-
-  'auto' runs a layer weight-stationary only where its partial sums, the
-  whole data group's output, are at most about twice its kernel, so it stays
-  under that line too (measured 6.13 and 6.21 MB)."""
+  """Activations stay split over the batch (parallel.shard_batch), and
+  mesh.conv_weights='auto' runs a layer weight-stationary only where its
+  partial sums, the whole data group's output, are at most about twice its
+  kernel. So at 2 images per device t2i_micro's per-device temporaries on
+  fsdp 8 are within 10% of fsdp 2's (measured 6.13 -> 6.21 MB), below those
+  of gathered kernels (8.38 MB on fsdp 2). Without the activation constraints
+  they grew 3.3x (7.2 -> 23.8 MiB, BENCHMARKS.md): each device held every
+  sample at a slice of the channels; with a factor 1 for 2 in the rule, 6.19
+  -> 8.29 MB."""
   temps = {}
-  for policy in ('gathered', 'auto'):
-    for fsdp in (2, 8):
-      config = load_config(os.path.join(REPO, 'configs/t2i_micro.py'))
-      config.data.batch_size = 2 * fsdp
-      config.mesh.conv_weights = policy
-      temps[policy, fsdp] = plan.plan(config, {'data': 1, 'fsdp': fsdp, 'tensor': 1})['xla']['temp']
-  line = 1.1 * temps['gathered', 2]
-  assert max(temps['gathered', 8], temps['auto', 2], temps['auto', 8]) <= line, temps
+  for policy, fsdp in (('auto', 2), ('auto', 8), ('gathered', 2)):
+    config = load_config(os.path.join(REPO, 'configs/t2i_micro.py'))
+    config.data.batch_size = 2 * fsdp
+    config.mesh.conv_weights = policy
+    temps[policy, fsdp] = plan.plan(config, {'data': 1, 'fsdp': fsdp, 'tensor': 1})['xla']['temp']
+  assert temps['auto', 8] <= 1.1 * temps['auto', 2], temps
+  assert temps['auto', 2] <= temps['gathered', 2], temps
 
 
 # The (2,4,1) step of test_train.py's sharded test: compiled once for both.
