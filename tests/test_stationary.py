@@ -68,7 +68,7 @@ def test_stationary_equals_one_device(axes):
 
 
 def test_stationary_gathers_no_kernel():
-  """With 'gathered' XLA all-gathers the 1.2 MiB bank of a wide, low-resolution
+  """With 'gathered' XLA all-gathers the 9 MiB bank of a wide, low-resolution
   layer; stationary, no all-gather is that large and the step's temporaries
   shrink (the memory planner's figure on one layer)."""
   x = jnp.zeros((8, 4, 4, 256))
@@ -90,7 +90,7 @@ def test_stationary_gathers_no_kernel():
 
   bank_bytes = 4 * 3 * 3 * 256 * 256 * 4
   gathered, stationary = compiled('gathered'), compiled('stationary')
-  assert f'f32[3,3,256,1024]' in gathered.as_text()        # the whole (wide) bank
+  assert 'f32[3,3,256,1024]' in gathered.as_text()        # the whole (wide) bank
   assert 'f32[3,3,256,1024]' not in stationary.as_text()
   temps = lambda c: c.memory_analysis().temp_size_in_bytes
   assert temps(stationary) < temps(gathered) - bank_bytes // 2, (temps(stationary), temps(gathered))
