@@ -14,7 +14,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from gigagan_jax.nn.conv import conv2d
 from gigagan_jax.nn.remat import CONV_OUT
-from gigagan_jax.nn.stationary import kernel_mesh, on_kernel_shards
+from gigagan_jax.nn.stationary import apply_kernel
 from gigagan_jax.parallel import shard_batch
 
 
@@ -53,11 +53,7 @@ class EqualDense(nn.Module):
                              self.lr_mul, self.param_dtype, zero=self.zero_init)
     kernel = (kernel * (self.lr_mul / math.sqrt(din))).astype(self.dtype)
     x = x.astype(self.dtype)
-    mesh = kernel_mesh(x.shape, kernel.shape, self.names, din)
-    if mesh is None:
-      y = jnp.dot(x, kernel)
-    else:
-      y = on_kernel_shards(mesh, lambda x, kernel, *_: jnp.dot(x, kernel), x, kernel, self.names)
+    y = apply_kernel(jnp.dot, x, kernel, self.names, din)
     if self.use_bias:
       bias = self.param('bias', nn.with_logical_partitioning(
           nn.initializers.constant(self.bias_init / self.lr_mul), (self.names[-1],)),
@@ -82,11 +78,7 @@ class EqualConv(nn.Module):
                              self.param_dtype)
     kernel = (kernel * (1.0 / math.sqrt(k * k * cin))).astype(self.dtype)
     x = x.astype(self.dtype)
-    mesh = kernel_mesh(x.shape, kernel.shape, names, k * k * cin)
-    if mesh is None:
-      y = conv2d(x, kernel)
-    else:
-      y = on_kernel_shards(mesh, lambda x, kernel, *_: conv2d(x, kernel), x, kernel, names)
+    y = apply_kernel(conv2d, x, kernel, names, k * k * cin)
     if self.use_bias:
       bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('conv_out',)),
                         (self.features,), self.param_dtype)

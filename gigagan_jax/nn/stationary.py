@@ -115,3 +115,12 @@ def on_kernel_shards(mesh, body, x, kernel, names, by_channel=(), by_sample=()):
       in_specs=(batch, spec, (batch,) * len(by_channel), (batch,) * len(by_sample)),
       out_specs=P(BATCH_AXES, *([None] * (x.ndim - 2)), spec[-1]),
   )(x, kernel, tuple(by_channel), tuple(by_sample))
+
+
+def apply_kernel(fn, x, kernel, names, fan_in: int):
+  """fn(x, kernel) for a linear layer (a conv, a dense layer), run
+  weight-stationary where kernel_mesh says so, else as it is."""
+  mesh = kernel_mesh(x.shape, kernel.shape, names, fan_in)
+  if mesh is None:
+    return fn(x, kernel)
+  return on_kernel_shards(mesh, lambda x, kernel, *_: fn(x, kernel), x, kernel, names)
