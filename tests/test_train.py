@@ -6,6 +6,7 @@ different config. (Two processes vs one: test_preemption.py.) Everything uses co
 a 256-image captioned_shapes build.
 """
 import json
+import os
 import shutil
 import threading
 
@@ -160,6 +161,20 @@ def test_allow_config_change_resumes_and_names_the_change(data_dir, straight_run
   out = capsys.readouterr().out
   assert f'resumed from {workdir}/checkpoints/6 (config changed: loss.r1_gamma: saved 0.2048, ' \
          'now 1.0)' in out, out
+
+
+def test_allowed_change_of_the_state_s_shape_names_the_field(data_dir, straight_run, tmp_path):
+  """A learning-rate schedule adds a step count to Adam's state: even with
+  allow_config_change the saved state cannot be restored into it. The error
+  names the changed field, not only Orbax's tree mismatch, and the saved
+  checkpoints are left as they were."""
+  workdir = str(tmp_path / 'scheduled')
+  shutil.copytree(straight_run, workdir)
+  changed = micro_config(data_dir, {'optim.lr_schedule': ((3, 1.0), (6, 0.5))})
+  with pytest.raises(ConfigMismatchError, match=r'(?s)cannot be restored.*optim\.lr_schedule'):
+    loop.train(changed, workdir, allow_config_change=True, devices=single_device())
+  assert sorted(os.listdir(f'{workdir}/checkpoints')) == sorted(
+      os.listdir(f'{straight_run}/checkpoints'))
 
 
 # ------------------------------------------------------- SIGTERM, NaN
