@@ -155,13 +155,24 @@ class Checkpointer:
           '\nUse another --workdir, or pass --allow_config_change to resume anyway.')
     return diffs
 
-  def restore(self, step: int, abstract_state, data_iter=None):
+  def restore(self, step: int, abstract_state, data_iter=None, changed=()):
     """State restored onto the shardings carried by `abstract_state`; the data
-    iterator (if given) is set to its saved position in place."""
+    iterator (if given) is set to its saved position in place. `changed`: the
+    config fields allowed to differ (check_config's list); if the saved tree
+    does not fit `abstract_state`, ConfigMismatchError names them."""
     args = {'state': ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
       args['data'] = grain.checkpoint.CheckpointRestore(data_iter)
-    return self.manager.restore(step, args=ocp.args.Composite(**args))['state']
+    try:
+      return self.manager.restore(step, args=ocp.args.Composite(**args))['state']
+    except ValueError as e:  # Orbax: the saved tree is not the one this config builds
+      if not changed:
+        raise
+      raise ConfigMismatchError(
+          f'{self.directory}/{step} cannot be restored into the state this config builds '
+          f'(Orbax: {str(e).splitlines()[0]}); one of the changed fields changes what the state '
+          'holds (a model or optimiser field):\n  ' + '\n  '.join(changed) +
+          '\nResume with those fields as saved, or start in another --workdir.') from e
 
   def wait(self):
     self.manager.wait_until_finished()

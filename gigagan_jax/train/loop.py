@@ -31,7 +31,7 @@ from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import samples as samples_lib
 from gigagan_jax.train import frozen_losses
 from gigagan_jax.train import state as state_lib
-from gigagan_jax.train.checkpoint import Checkpointer, ConfigMismatchError, unfinished_saves
+from gigagan_jax.train.checkpoint import Checkpointer, unfinished_saves
 from gigagan_jax.train.sr_step import make_sr_train_step
 from gigagan_jax.train.step import batch_ndims, feature_cache_on, jit_train_step, make_train_step
 from gigagan_jax.train.writers import NullWriter, TensorBoardWriter, drop_records_after
@@ -232,16 +232,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
     latest = ckpt.latest_step()
     if latest is not None:
       diffs = ckpt.check_config(latest, config, allow_config_change)
-      try:
-        state = ckpt.restore(latest, parts.abstract, data_iter)
-      except ValueError as e:  # Orbax: the saved tree is not the one this config builds
-        if not diffs:
-          raise
-        raise ConfigMismatchError(
-            f'{ckpt.directory}/{latest} cannot be restored into the state this config builds '
-            f'(Orbax: {str(e).splitlines()[0]}); one of the changed fields changes what the state '
-            'holds (a model or optimiser field):\n  ' + '\n  '.join(diffs) +
-            '\nResume with those fields as saved, or start in another --workdir.') from e
+      state = ckpt.restore(latest, parts.abstract, data_iter, changed=diffs)
       _say(f'resumed from {ckpt.directory}/{latest}' +
            (f' (config changed: {"; ".join(diffs)})' if diffs else ''))
     else:
