@@ -23,6 +23,11 @@ def get_config(arg=None):
   # config.data.builder, read from its data_dir at the run's resolution).
   c.dataset = ''
   c.split = 'test'
+  # captioned_shapes build whose split is read: -1 = the run's
+  # data.num_examples, 0 = the builder's default (20,000), N = the N-example
+  # build. Its test split is a tenth of it, so runs trained on different
+  # builds are scored on the same captions only when this is set.
+  c.num_examples = -1
   c.image_key = ''                   # '' = the run's config.data.image_key
   c.caption_key = ''                 # '' = the run's; 'a/b' reads a nested feature (first entry)
   c.num_samples = 1000               # generated images per checkpoint

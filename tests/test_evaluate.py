@@ -120,6 +120,7 @@ def test_prompt_diversity_is_the_spread_over_latents_and_zero_when_g_ignores_z(r
     (dict(metrics=('clip_score',)), 'eval_config.clip_dir'),
     (dict(metrics=('precision',)), 'eval_config.metrics'),
     (dict(batch_size=12), 'eval_config.batch_size'),
+    (dict(num_examples=-2), 'eval_config.num_examples'),
     (dict(dataset='image_folder'), 'eval_config.metrics'),
     (dict(metrics=('prompt_diversity',), diversity_seeds=1), 'eval_config.diversity_seeds'),
 ])
@@ -127,6 +128,26 @@ def test_bad_eval_config_names_the_field(overrides, field):
   run_config = validate(load_config(os.path.join(REPO, 'configs/t2i_micro.py')))
   with pytest.raises(ValueError, match=field):
     check_eval_config(eval_config('unused', **overrides), run_config)
+
+
+def test_eval_num_examples_reads_the_held_out_split_of_that_build(tmp_path):
+  """Runs trained on captioned_shapes builds of different sizes can be scored on
+  one caption set: eval_config.num_examples picks the build whose split is read
+  (built on first use), -1 keeps the run's."""
+  from conftest import micro_config
+  from gigagan_jax.data import captioned_shapes
+  from gigagan_jax.evaluate.evaluator import held_out
+  run_config = micro_config(str(tmp_path))
+  run_config.data.num_examples = 256
+  captions = lambda source: [x['caption'] for x in source.__getitems__(range(len(source)))]
+  sizes = {}
+  for n, build in ((-1, 256), (128, 128)):
+    _, source, count, _, _ = held_out(run_config, eval_config('unused', num_examples=n))
+    want = captioned_shapes.builder(run_config.data.resolution, build,
+                                    str(tmp_path)).as_data_source('test')
+    assert count == len(want) and captions(source) == captions(want)
+    sizes[n] = count
+  assert sizes[128] < sizes[-1]  # another build's split, not the run's
 
 
 def test_fid_reference_is_the_stored_images_at_eval_size_and_cached_by_what_changes_it(

@@ -75,7 +75,9 @@ def main(argv):
   out_dir = storage.run_path(workdir) / 'eval' / ev.name
   record = report.load_metrics(out_dir)
   settings = json.loads(json.dumps(ev.to_dict()))  # as metrics.json holds them (lists, not tuples)
-  if record['steps'] and record.get('eval_config') != settings and not FLAGS.overwrite:
+  # metrics.json written before eval_config.num_examples existed used the run's build.
+  stored = record.get('eval_config') and {'num_examples': -1, **record['eval_config']}
+  if record['steps'] and stored != settings and not FLAGS.overwrite:
     # Numbers made with other settings (sample count, psi, ...) must not share a table.
     raise app.UsageError(f'{out_dir}/metrics.json was made with other eval_config settings; '
                          '--overwrite replaces it, or set --eval_config.name=OTHER')

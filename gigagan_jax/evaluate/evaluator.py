@@ -45,6 +45,9 @@ PROBE_METRICS = ('attribute_accuracy', 'probe_fd')
 
 def check_eval_config(ev: ml_collections.ConfigDict, run_config: ml_collections.ConfigDict):
   """Raises ValueError naming the eval_config field that cannot work."""
+  if ev.num_examples < -1:
+    raise ValueError(f'eval_config.num_examples={ev.num_examples}: -1 (the run\'s build), '
+                     '0 (the default build) or a build size')
   bad = set(ev.metrics) - set(METRICS)
   if bad:
     raise ValueError(f'eval_config.metrics: unknown {sorted(bad)}; choose from {METRICS}')
@@ -81,10 +84,13 @@ def _caption(record, key: str) -> str:
 def held_out(run_config, ev) -> tuple:
   """(TFDS builder, data source of ev.split, number of examples used, image key,
   caption key) of the evaluation data: `ev.dataset` or the run's, read from the
-  run's data_dir."""
+  run's data_dir (built there first if missing), of `ev.num_examples` examples
+  or the run's."""
   data_cfg = ml_collections.ConfigDict(run_config.data.to_dict())
   data_cfg.split = ev.split
   data_cfg.builder = ev.dataset or data_cfg.builder
+  if ev.num_examples >= 0:
+    data_cfg.num_examples = ev.num_examples
   image_key = ev.image_key or data_cfg.get('image_key', 'image')
   caption_key = ev.caption_key or data_cfg.get('caption_key', 'caption')
   data_cfg.image_key, data_cfg.caption_key = image_key, caption_key.split('/')[0]
