@@ -43,6 +43,8 @@ over):
               the text-conditioned models under each prompt setting (own
               caption, another crop's, empty), written to
               ROOT/eval/sr_table.md, sr_metrics.json, sr_crops.png.
+              --noevaluate skips this stage (train now, score chosen
+              checkpoints later).
 
 Grayscale samples (camera, coins, moon, page, text) become 3 equal channels;
 page and text are smaller than 256 px and get upscaled (image_folder's
@@ -164,6 +166,8 @@ flags.DEFINE_enum('held_out', 'test', ['test', 'validation'], 'Held-out crops: t
                   'settings on. Use a separate --root for each.')
 flags.DEFINE_bool('overwrite_data', False, 'Rewrite the images and rebuild the dataset.')
 flags.DEFINE_bool('skip_train', False, 'Only evaluate the existing runs.')
+flags.DEFINE_bool('evaluate', True, 'Score the runs on the held-out crops when training ends; '
+                  '--noevaluate only trains (checkpoints to score later with evaluate --step).')
 
 
 def _in_test(rel: str) -> bool:
@@ -294,6 +298,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # TFDS logs every file it writes at INFO
+  if FLAGS.skip_train and not FLAGS.evaluate:
+    raise app.UsageError('--skip_train with --noevaluate leaves nothing to do')
   unknown = set(FLAGS.models) - set(MODELS)
   if unknown:
     raise app.UsageError(f'--models: unknown {sorted(unknown)}; choose from {list(MODELS)}')
@@ -306,6 +312,8 @@ def main(argv):
   data_dir = prepare(root)
   workdirs = [os.path.join(root, m) if FLAGS.skip_train else train(root, data_dir, m)
               for m in FLAGS.models]
+  if not FLAGS.evaluate:
+    return
   cmd = [sys.executable, '-m', 'gigagan_jax.evaluate', '--task=sr',
          *[f'--workdir={w}' for w in workdirs], f'--out={os.path.join(root, "eval")}',
          f'--hr_size={FLAGS.eval_hr_size}']
