@@ -64,3 +64,28 @@ def test_training_with_the_cache_matches_the_backbone_in_the_step(micro_data_dir
     results[cached] = metrics
   for key in ('d_loss', 'g_loss'):
     np.testing.assert_allclose(results[True][key], results[False][key], rtol=1e-4, err_msg=key)
+
+
+def test_whitening_fitted_through_the_cache_leaves_its_captions_cached():
+  """With the cache, the sentence whitening is fitted on the cache's features
+  (the loop's path when both are on): the statistics of the backbone's own
+  batched features, and every fitted caption is then a hit for training."""
+  from gigagan_jax.text import whitening
+  text_cfg = _minilm(conftest.micro_config()).text
+  backbone, tokenize = make_backbone(text_cfg), make_tokenizer(text_cfg)
+  captions = [f'{n} {c} {s}' for n in ('one', 'two') for c in ('red', 'blue', 'green')
+              for s in ('circle', 'square', 'star', 'cross')] + CAPTIONS
+  direct = whitening.fit_captions(backbone, tokenize, captions, block=8)
+  cache = FeatureCache(backbone, block=4)
+  cached = whitening.fit_captions(backbone, tokenize, captions, block=8, cache=cache)
+  np.testing.assert_allclose(cached[whitening.MEAN], direct[whitening.MEAN], atol=1e-6)
+  # Every fitted caption is cached: looking them all up again computes none.
+  t = tokenize(captions)
+  emb = np.asarray(whitening.sentence_embedding(cache(t['tokens'], t['eot']), t['eot']))
+  assert len(cache) == cache.misses == len(set(captions))
+
+  def gram(stats):  # each principal direction's sign is free, inner products are not
+    w = whitening.whiten(emb, stats[whitening.MEAN], stats[whitening.MATRIX])
+    return np.asarray(w @ w.T)
+
+  np.testing.assert_allclose(gram(cached), gram(direct), atol=1e-3 * np.abs(gram(direct)).max())

@@ -63,15 +63,26 @@ def fit(embeddings: np.ndarray, rel_floor: float = 1e-4) -> dict:
   return {MEAN: mean.astype(np.float32), MATRIX: (directions * scale).astype(np.float32)}
 
 
-def fit_captions(backbone, tokenize, captions: Sequence[str], block: int = 256) -> dict:
-  """`fit` on the sentence embeddings of `captions` under the frozen `backbone`."""
-  # The weights are an argument, not constants folded into the compiled program.
-  embed = jax.jit(lambda p, t, e: sentence_embedding(backbone.apply(p, t, e), e))
-  params = jax.device_put(backbone.params)
+def fit_captions(backbone, tokenize, captions: Sequence[str], block: int = 256,
+                 cache=None) -> dict:
+  """`fit` on the sentence embeddings of `captions` under the frozen `backbone`.
+
+  cache: a text.feature_cache.FeatureCache of this backbone, or None. With it
+  the features come from the cache, and stay there: a run whose training
+  captions are the fitted ones (t2i_tiny's 4,096) then finds every one of them
+  cached from its first step, instead of computing each miss again.
+  """
+  if cache is None:
+    # The weights are an argument, not constants folded into the compiled program.
+    apply = jax.jit(lambda p, t, e: sentence_embedding(backbone.apply(p, t, e), e))
+    params = jax.device_put(backbone.params)
+    embed = lambda tokens, eot: apply(params, jnp.asarray(tokens), jnp.asarray(eot))
+  else:
+    embed = lambda tokens, eot: sentence_embedding(cache(tokens, eot), eot)
   parts = []
   for i in range(0, len(captions), block):
     text = tokenize(list(captions[i:i + block]))
-    parts.append(np.asarray(embed(params, jnp.asarray(text['tokens']), jnp.asarray(text['eot']))))
+    parts.append(np.asarray(embed(np.asarray(text['tokens']), np.asarray(text['eot']))))
   return fit(np.concatenate(parts))
 
 

@@ -68,13 +68,14 @@ _STEPS: dict = {}
 _STEPS_KEPT = 2
 
 
-def _fit_whitening(state, config, backbone, tokenizer):
+def _fit_whitening(state, config, backbone, tokenizer, cache):
   """`state` with T's sentence-whitening statistics fitted on the training
   captions (text/whitening.py), in G, D and the EMA alike; a fresh run only:
-  a resumed one restores them with the parameters."""
+  a resumed one restores them with the parameters. With the feature cache
+  (or None) the captions' features are computed into it."""
   start = time.time()
   captions = pipeline.read_captions(config.data, config.text.whitening_captions)
-  stats = whitening.fit_captions(backbone, tokenizer, captions)
+  stats = whitening.fit_captions(backbone, tokenizer, captions, cache=cache)
   kept = int(np.count_nonzero(np.abs(stats[whitening.MATRIX]).sum(0)))
   _say(f'sentence whitening: fitted on {len(captions)} training captions, {kept} of '
        f'{len(stats[whitening.MEAN])} directions kept ({time.time() - start:.1f} s)')
@@ -238,7 +239,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
     else:
       state = parts.init(config)
       if sentence_whitening_blocks(config):
-        state = _fit_whitening(state, config, backbone, tokenizer)
+        state = _fit_whitening(state, config, backbone, tokenizer, cache)
       _say(f'initialised G ({state_lib.count_params(state["g"]) / 1e6:.2f}M params) and '
            f'D ({state_lib.count_params(state["d"]) / 1e6:.2f}M params)')
 
@@ -304,6 +305,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
     t_loop = t_log = time.perf_counter()
     step_at_log = step
     batch_size = config.data.batch_size
+    cached_at_start = len(cache) if cache is not None else 0  # the whitening fit's captions
     if step == 0:
       write_samples(0)
     _say(f'training from step {step} to {tcfg.steps} (the first step compiles, which takes a '
@@ -388,8 +390,9 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
         write_samples(step)
     ckpt.wait()
     if cache is not None and cache.hits + cache.misses:
-      _say(f'text feature cache: {len(cache)} distinct captions, '
-           f'{cache.hits / (cache.hits + cache.misses):.0%} of lookups hit')
+      _say(f'text feature cache: {len(cache)} distinct captions ({cached_at_start} cached '
+           f'before the first step), {cache.hits / (cache.hits + cache.misses):.0%} of '
+           'lookups hit')
     _say(f'done: {step} steps\n'
          f'  checkpoint  {ckpt.directory}/{ckpt.latest_step()}\n'
          f'  samples     {samples_dir}/\n'
