@@ -10,6 +10,7 @@ import numpy as np
 import conftest
 from gigagan_jax.config_utils import validate
 from gigagan_jax.text.backbone import make_backbone
+from gigagan_jax.text import whitening
 from gigagan_jax.text.feature_cache import FeatureCache
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import loop
@@ -70,7 +71,6 @@ def test_whitening_fitted_through_the_cache_leaves_its_captions_cached():
   """With the cache, the sentence whitening is fitted on the cache's features
   (the loop's path when both are on): the statistics of the backbone's own
   batched features, and every fitted caption is then a hit for training."""
-  from gigagan_jax.text import whitening
   text_cfg = _minilm(conftest.micro_config()).text
   backbone, tokenize = make_backbone(text_cfg), make_tokenizer(text_cfg)
   captions = [f'{n} {c} {s}' for n in ('one', 'two') for c in ('red', 'blue', 'green')

@@ -10,8 +10,8 @@ looks the batch's captions up here and feeds the features to the step as
 (COCO, LAION) rarely repeats a caption: leave the cache off there, and the
 step computes features as before. It is off by default; t2i_tiny turns it
 on, and the training loop fits the sentence whitening through it
-(whitening.fit_captions), which leaves all 4,096 training captions cached
-before the first step.
+(whitening.fit_captions), which leaves the captions of all its 4,096
+training examples cached before the first step.
 
 Each caption is computed on its own (a `lax.map` over rows, one program for
 one row), so its features are bitwise the same whichever batch first brings
