@@ -9,8 +9,8 @@ import numpy as np
 
 import conftest
 from gigagan_jax.config_utils import validate
-from gigagan_jax.text.backbone import make_backbone
 from gigagan_jax.text import whitening
+from gigagan_jax.text.backbone import make_backbone
 from gigagan_jax.text.feature_cache import FeatureCache
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import loop
