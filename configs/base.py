@@ -142,6 +142,10 @@ def get_base_config():
   # flips): many word subsets of each caption, so that a model trained on few
   # captions cannot key on whole captions it memorised.
   data.word_dropout = 0.0
+  # captioned_shapes only: each example also carries its caption with one
+  # attribute changed (captioned_shapes.counterfactual_caption), a hard negative
+  # that the contrastive loss (loss.contrastive_weight) scores it against.
+  data.hard_negatives = False
   data.read_threads = 2              # threads per process (or worker) reading + transforming batches
   # Prepared TFDS datasets with other feature names: the uint8 image feature and
   # the caption feature. A ClassLabel caption feature becomes

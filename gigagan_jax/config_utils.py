@@ -249,6 +249,12 @@ def _validate_contrastive(config):
   """loss.contrastive_weight: InfoNCE in the projection D's embedding (train/step.py)."""
   w = float(config.loss.get('contrastive_weight', 0.0))
   _require(w >= 0, 'loss.contrastive_weight', f'must be >= 0, got {w}')
+  if config.data.get('hard_negatives', False):
+    _require(config.data.builder == 'captioned_shapes', 'data.hard_negatives',
+             'edits attribute words of captioned_shapes captions; builder '
+             f'{config.data.builder!r} has no such grammar')
+    _require(w > 0, 'data.hard_negatives', 'adds negatives to the contrastive loss, which '
+             'is off (loss.contrastive_weight=0)')
   if w == 0:
     return
   _require(config.get('task', 't2i') == 't2i', 'loss.contrastive_weight',

@@ -194,21 +194,23 @@ def contrastive_loss(image_embeds, text_embeds, temperature: float = 0.01, token
   paper Eq. 9 on CLIP's embeddings (frozen/clip_loss.py), and the
   contrastive term (config loss.contrastive_weight) on the projection D's.
 
-  image_embeds [B, D] (of image b), text_embeds [B, D] (of c_b); L2-normalised
-  inside. The positive for image b is caption b. tokens: optional int [B, L]
-  of the captions; another caption with the same tokens as b's is b's own
-  caption, not a negative, and is left out of b's softmax (captioned_shapes
-  repeats captions, and caption dropout makes many empty ones): counted as a
-  negative, each copy would raise the loss's floor to log(copies) and push
-  the image away from its own caption's copies.
+  image_embeds [B, D] (of image b), text_embeds [N, D], N >= B (of c_b for
+  n = b < B, then extra negatives such as data.hard_negatives' captions);
+  L2-normalised inside. The positive for image b is caption b. tokens:
+  optional int [N, L] of the captions; another caption with the same tokens
+  as b's is b's own caption, not a negative, and is left out of b's softmax
+  (captioned_shapes repeats captions, and caption dropout makes many empty
+  ones): counted as a negative, each copy would raise the loss's floor to
+  log(copies) and push the image away from its own caption's copies.
   """
   img = image_embeds / jnp.linalg.norm(image_embeds, axis=-1, keepdims=True)
   txt = text_embeds / jnp.linalg.norm(text_embeds, axis=-1, keepdims=True)
-  logits = img @ txt.T / temperature
+  logits = img @ txt.T / temperature  # [B, N]
+  b = len(img)
   positive = jnp.diagonal(logits)
   if tokens is not None:
-    same = jnp.all(tokens[:, None, :] == tokens[None, :, :], axis=-1)
-    logits = jnp.where(same & ~jnp.eye(len(same), dtype=bool), -jnp.inf, logits)
+    same = jnp.all(tokens[:b, None, :] == tokens[None, :, :], axis=-1)
+    logits = jnp.where(same & ~jnp.eye(*same.shape, dtype=bool), -jnp.inf, logits)
   return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - positive)
 
 

@@ -115,3 +115,28 @@ def test_builder_config_names_and_errors():
   assert (c.name, c.num_train, c.num_test) == ('32px_4096', 4096, 409)
   with pytest.raises(ValueError, match='resolution'):
     cs.builder_config(48)
+
+
+def test_counterfactual_caption_changes_exactly_one_named_attribute():
+  """Each hard negative parses to the labels of its caption with one of
+  COUNTERFACTUAL_ATTRIBUTES changed (to a colour the scene does not use, for the
+  colours), keeps its articles grammatical, and every attribute gets changed."""
+  rng = np.random.default_rng(0)
+  changed = set()
+  for i in range(400):
+    caption = cs.sample_scene(np.random.default_rng([5, i])).caption
+    negative = cs.counterfactual_caption(caption, rng)
+    before, after = cs.parse_caption(caption), cs.parse_caption(negative)
+    diff = [k for k in cs.LABEL_KEYS if before[k] != after[k]]
+    assert len(diff) == 1 and diff[0] in cs.COUNTERFACTUAL_ATTRIBUTES, (caption, negative)
+    assert after[diff[0]] != -1
+    if diff[0] in ('color', 'background'):
+      assert after[diff[0]] not in (before['color'], before['background'])
+    words = negative.split()
+    for article, word in zip(words, words[1:]):
+      if article in ('a', 'an'):
+        assert article == ('an' if word[0] in 'aeiou' else 'a'), negative
+    changed.add(diff[0])
+  assert changed == set(cs.COUNTERFACTUAL_ATTRIBUTES)
+  assert cs.counterfactual_caption('', rng) == ''
+  assert cs.counterfactual_caption('a photo', rng) == 'a photo'

@@ -305,6 +305,26 @@ def test_word_dropout_keeps_words_in_order_and_leaves_the_rest_of_the_stream(dat
     _make(_cfg(data_cfg, word_dropout=1.0))
 
 
+def test_hard_negatives_are_tokenized_counterfactuals_of_the_final_caption(data_cfg):
+  """data.hard_negatives adds each caption's counterfactual (after flips and word
+  dropout), tokenized; the rest of the batch is that of the run without it."""
+  plain = list(_make(_cfg(data_cfg, random_flip=True, word_dropout=0.2), num_epochs=1))
+  hard = list(_make(_cfg(data_cfg, random_flip=True, word_dropout=0.2, hard_negatives=True),
+                    num_epochs=1))
+  differ = 0
+  for bp, bh in zip(plain, hard):
+    for k in bp:
+      np.testing.assert_array_equal(bp[k], bh[k])
+    for caption, negative in zip(bh['caption'], bh['negative_caption']):
+      before, after = cs.parse_caption(caption), cs.parse_caption(negative)
+      differ += sum(before[k] != after[k] for k in before) == 1
+    t = tokenize(list(bh['negative_caption']))
+    np.testing.assert_array_equal(bh['negative_tokens'], t['tokens'])
+    np.testing.assert_array_equal(bh['negative_eot'], t['eot'])
+  total = sum(len(b['caption']) for b in hard)
+  assert differ >= 0.9 * total  # all but captions that word dropout left without attributes
+
+
 def test_random_rot90_turns_each_image_by_a_seeded_quarter_turn(data_cfg):
   """With random_rot90 each image is the run-without's image turned by k * 90
   degrees, every k turns up, and the same seed turns the same images."""

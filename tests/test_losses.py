@@ -207,6 +207,24 @@ def test_contrastive_loss_leaves_copies_of_a_caption_out_of_its_negatives():
   assert losses.contrastive_loss(emb, emb, 0.01, tokens=tokens) < 1e-3
 
 
+def test_contrastive_loss_scores_each_image_against_extra_negatives_too():
+  """text_embeds [N > B]: the extra rows (hard negatives) join every image's
+  softmax, except a row whose tokens equal the image's own caption."""
+  img, txt = rng.normal(size=(3, 8)), rng.normal(size=(5, 8))
+  tokens = np.array([[1, 7], [1, 8], [1, 9], [1, 5], [1, 7]])  # row 4 repeats caption 0
+  n = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  logits = n(img) @ n(txt).T / 0.1
+  keep = np.ones((3, 5), bool)
+  keep[0, 4] = False
+  expected = np.mean([np.log(np.sum(np.exp(logits[b][keep[b]]))) - logits[b, b]
+                      for b in range(3)])
+  np.testing.assert_allclose(losses.contrastive_loss(img, txt, 0.1, tokens=tokens), expected,
+                             rtol=1e-5)
+  # A negative close to the image raises its loss: the extra rows count.
+  assert losses.contrastive_loss(img, np.concatenate([txt[:3], img]), 0.1) > \
+      losses.contrastive_loss(img, txt[:3], 0.1) + 1.0
+
+
 def test_ema_half_life_is_measured_in_images():
   cfg = ml_collections.ConfigDict({'ema_halflife_kimg': 2.0, 'ema_rampup': 0.0})
   beta = float(ema_beta(cfg, batch_size=32, step=0))

@@ -155,6 +155,15 @@ def test_config_errors_name_the_field():
   config.loss.contrastive_temperature = 0.0
   with pytest.raises(ConfigError, match='loss.contrastive_temperature'):
     validate(config)
+  config.loss.contrastive_temperature = 0.1
+  config.data.hard_negatives = True
+  config.data.builder = 'imagenet2012'
+  with pytest.raises(ConfigError, match='data.hard_negatives.*captioned_shapes'):
+    validate(config)
+  config.data.builder = 'captioned_shapes'
+  config.loss.contrastive_weight = 0.0
+  with pytest.raises(ConfigError, match='data.hard_negatives.*contrastive_weight=0'):
+    validate(config)
 
 
 def test_a_run_saved_before_discriminator_kind_existed_resumes_with_the_msio_d():

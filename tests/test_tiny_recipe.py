@@ -32,6 +32,7 @@ def test_sharded_steps_with_the_tiny_recipe_match_single_device(micro_data_dir):
       'text.feature_cache': True,  # the batch brings the features: no MiniLM run here
       'discriminator.kind': 'projection', 'discriminator.projection_channels': (8, 16, 16),
       'discriminator.projection_fc': 32, 'loss.contrastive_weight': 1.0,
+      'data.hard_negatives': True,
       'optim.lr_schedule': ((0, 1.0), (1, 0.5))})
   config = validate(config)
   data = make_dataset(config.data, tokenize=make_tokenizer(config.text), seed=0,
@@ -39,8 +40,10 @@ def test_sharded_steps_with_the_tiny_recipe_match_single_device(micro_data_dir):
   rng = np.random.default_rng(0)
   batches = []
   for b in (next(data) for _ in range(2)):
-    batch = {k: b[k] for k in ('image', 'tokens', 'eot')}
-    batch['features'] = rng.normal(size=b['tokens'].shape + (FEATURE_DIM,)).astype(np.float32)
+    batch = {k: b[k] for k in ('image', 'tokens', 'eot', 'negative_tokens', 'negative_eot')}
+    for prefix in ('', 'negative_'):
+      batch[prefix + 'features'] = rng.normal(
+          size=b['tokens'].shape + (FEATURE_DIM,)).astype(np.float32)
     batches.append(batch)
   stats = whitening.fit(np.concatenate([
       whitening.sentence_embedding(b['features'], b['eot']) for b in batches]))

@@ -212,6 +212,63 @@ def parse_caption(caption: str) -> dict:
   return out
 
 
+# The attributes `counterfactual_caption` may change, each one word of a caption.
+COUNTERFACTUAL_ATTRIBUTES = ('shape', 'color', 'count', 'size', 'background')
+
+
+def counterfactual_caption(caption: str, rng: np.random.Generator) -> str:
+  """`caption` with one attribute it names changed to another value: a hard
+  negative for the contrastive loss (config data.hard_negatives).
+
+  One of COUNTERFACTUAL_ATTRIBUTES that the caption names is drawn uniformly,
+  then one of its replacements (see counterfactuals). A caption that names
+  none of them (e.g. '') comes back unchanged.
+  """
+  options = counterfactuals(caption)
+  if not options:
+    return caption
+  names = [a for a in COUNTERFACTUAL_ATTRIBUTES if a in options]
+  choices = options[names[int(rng.integers(len(names)))]]
+  return choices[int(rng.integers(len(choices)))]
+
+
+def counterfactuals(caption: str) -> dict:
+  """{attribute: [captions]}: every caption that differs from `caption` in that
+  one attribute, for each of COUNTERFACTUAL_ATTRIBUTES the caption names.
+
+  The shape noun becomes another shape's (same number), the object or
+  background colour a colour that is neither of the two, the count two <->
+  three, the size word the other size's. Articles follow the new word.
+  """
+  words = caption.split()
+  labels = parse_caption(caption)
+  used = {labels['color'], labels['background']}
+  other_colors = [c for i, c in enumerate(COLORS) if i not in used]
+  slots = {}  # attribute -> (index of its word, replacements)
+  for i, w in enumerate(words):
+    if w in SHAPES or w in SHAPE_PLURALS:
+      nouns = SHAPES if w in SHAPES else SHAPE_PLURALS
+      slots['shape'] = (i, [n for n in nouns if n != w])
+    elif w in COLORS:
+      background = i + 1 < len(words) and words[i + 1] == 'background'
+      slots['background' if background else 'color'] = (i, other_colors)
+    elif w in ('two', 'three'):
+      slots['count'] = (i, ['three' if w == 'two' else 'two'])
+    else:
+      for s, choices in enumerate(_SIZE_WORDS):
+        if w in choices:
+          slots['size'] = (i, [_SIZE_WORDS[1 - s][choices.index(w)]])
+
+  def replaced(i, word):
+    out = list(words)
+    out[i] = word
+    if i > 0 and out[i - 1] in ('a', 'an'):
+      out[i - 1] = _article(word)
+    return ' '.join(out)
+
+  return {a: [replaced(i, r) for r in repl] for a, (i, repl) in slots.items()}
+
+
 def _polygon(shape: str, cx, cy, r, angle_deg):
   """Vertices of `shape` centred at (cx, cy) with outer radius r (pixels)."""
   if shape == 'square':

@@ -21,6 +21,9 @@ A batch is a dict of numpy arrays with b = data.batch_size / process_count rows:
   caption  str   [b]          (for logging; '' where dropped)
   tokens   int32 [b, L], eot int32 [b]   (from the `tokenize` callable, with any
                                other entries it returns, e.g. clip_tokens/clip_eot)
+  negative_caption str [b], negative_tokens int32 [b, L], negative_eot int32 [b]
+                               only with data.hard_negatives (captioned_shapes): the
+                               caption with one attribute changed
   <label>  int32 [b]          (every integer scalar feature, e.g. captioned_shapes'
                                shape/color/count/size/position/background)
   lr       uint8 [b, s/scale, s/scale, 3]  only with `degradation`; `image` is
@@ -210,8 +213,9 @@ class Preprocess(grain.transforms.RandomMap):
 
   def __init__(self, resolution, random_flip, caption_dropout, image_key, caption_key,
                class_names=None, caption_template='{}', label_keys=(), degradation=None,
-               word_dropout=0.0, random_rot90=False):
+               word_dropout=0.0, random_rot90=False, hard_negatives=False):
     self.resolution = resolution
+    self.hard_negatives = hard_negatives
     self.random_rot90 = random_rot90
     self.random_flip = random_flip
     self.caption_dropout = caption_dropout
@@ -250,6 +254,8 @@ class Preprocess(grain.transforms.RandomMap):
     out['image'] = np.ascontiguousarray(image)
     if self.word_dropout > 0:  # drawn last: the other options' streams stay as without it
       out['caption'] = drop_words(caption, self.word_dropout, rng)
+    if self.hard_negatives:  # drawn last, as word dropout
+      out['negative_caption'] = captioned_shapes.counterfactual_caption(out['caption'], rng)
     return out
 
 
@@ -260,15 +266,17 @@ def caption_text(raw, class_names=None, template: str = '{}') -> str:
   return raw.decode('utf-8') if isinstance(raw, bytes) else str(raw)
 
 
-def read_captions(data_cfg: ml_collections.ConfigDict, count: int) -> list[str]:
+def read_captions(data_cfg: ml_collections.ConfigDict, count: int | None) -> list[str]:
   """The first `count` captions of data_cfg.split in stored order (all, if it
-  has fewer), as the training pipeline reads them before augmentation."""
+  has fewer, or if count is None), as the training pipeline reads them before
+  augmentation."""
   data_cfg = _with_defaults(data_cfg)
   builder = ensure_dataset(data_cfg)
   source = builder.as_data_source(split=data_cfg.split)
   feature = builder.info.features[data_cfg.caption_key]
   names = feature.names if isinstance(feature, tfds.features.ClassLabel) else None
-  records = source.__getitems__(range(min(count, len(source))))
+  count = len(source) if count is None else min(count, len(source))
+  records = source.__getitems__(range(count))
   return [caption_text(r[data_cfg.caption_key], names, data_cfg.caption_template)
           for r in records]
 
@@ -281,10 +289,15 @@ def drop_words(caption: str, p: float, rng: np.random.Generator) -> str:
 
 
 def collate(examples: list) -> dict:
-  """Stacks example dicts; captions become a numpy str array [b]."""
-  batch = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k != 'caption'}
-  batch['caption'] = np.asarray([e['caption'] for e in examples], dtype=str)
+  """Stacks example dicts; captions (and negative captions) become numpy str arrays [b]."""
+  batch = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k not in _TEXT_KEYS}
+  for k in _TEXT_KEYS:
+    if k in examples[0]:
+      batch[k] = np.asarray([e[k] for e in examples], dtype=str)
   return batch
+
+
+_TEXT_KEYS = ('caption', 'negative_caption')
 
 
 class SwapCaptions(grain.transforms.RandomMap):
@@ -308,7 +321,8 @@ class SwapCaptions(grain.transforms.RandomMap):
 
 class Tokenize(grain.transforms.Map):
   """Adds 'tokens' int32 [b, L] and 'eot' int32 [b] from tokenize(list of str),
-  and any other entry it returns (the CLIP loss's 'clip_tokens' / 'clip_eot')."""
+  and any other entry it returns (the CLIP loss's 'clip_tokens' / 'clip_eot');
+  with 'negative_caption' in the batch, its 'negative_tokens' / 'negative_eot'."""
 
   def __init__(self, tokenize):
     self.tokenize = tokenize
@@ -317,6 +331,10 @@ class Tokenize(grain.transforms.Map):
     t = self.tokenize([str(c) for c in batch['caption']])
     for key, value in t.items():
       batch[key] = np.asarray(value, np.int32)
+    if 'negative_caption' in batch:
+      t = self.tokenize([str(c) for c in batch['negative_caption']])
+      for key in ('tokens', 'eot'):
+        batch['negative_' + key] = np.asarray(t[key], np.int32)
     return batch
 
 
@@ -392,7 +410,8 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, *, tokenize, seed: int,
   ds = ds.random_map(Preprocess(
       data_cfg.resolution, data_cfg.random_flip, data_cfg.caption_dropout,
       data_cfg.image_key, ck, class_names, data_cfg.caption_template, label_keys,
-      degradation, data_cfg.get('word_dropout', 0.0), data_cfg.get('random_rot90', False)),
+      degradation, data_cfg.get('word_dropout', 0.0), data_cfg.get('random_rot90', False),
+      data_cfg.get('hard_negatives', False)),
       seed=stream_seed())
   ds = ds.batch(per_process, drop_remainder=True, batch_fn=collate)
   if data_cfg.get('caption_swap', 0.0) > 0:

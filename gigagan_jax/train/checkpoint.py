@@ -69,10 +69,11 @@ def with_added_defaults(saved: dict) -> dict:
   defaults: config.loss (config_utils.FROZEN_LOSS_FIELDS, _ADDED_LOSS_FIELDS),
   config.discriminator (_ADDED_D_FIELDS), the text encoders'
   sentence_whitening, config.text.whitening_captions,
-  config.generator.input_from_w and config.optim.lr_schedule. Those runs
-  trained as the defaults say (those losses off, Eq. 8 in G and D, no
-  contrastive term, the MS-I/O D, no whitening, a constant input, constant
-  learning rates), so resuming them is no config change."""
+  config.generator.input_from_w, config.optim.lr_schedule and
+  config.data.hard_negatives. Those runs trained as the defaults say (those
+  losses off, Eq. 8 in G and D, no contrastive term, the MS-I/O D, no
+  whitening, a constant input, constant learning rates, no hard negatives),
+  so resuming them is no config change."""
   as_json = lambda v: json.loads(json.dumps(v))  # tuples as the JSON lists
   out = dict(saved)
   if 'loss' in saved:
@@ -98,6 +99,9 @@ def with_added_defaults(saved: dict) -> dict:
   if 'optim' in saved:
     out['optim'] = dict(saved['optim'])
     out['optim'].setdefault('lr_schedule', [])
+  if 'data' in saved:
+    out['data'] = dict(saved['data'])
+    out['data'].setdefault('hard_negatives', False)
   return out
 
 

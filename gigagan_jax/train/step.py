@@ -77,15 +77,16 @@ def ema_beta(train_cfg, batch_size: int, step):
   return 0.5 ** (batch_size / jnp.maximum(half_life, 1e-8))
 
 
-def text_features(backbone, batch, backbone_params) -> dict:
+def text_features(backbone, batch, backbone_params, prefix: str = '') -> dict:
   """The text inputs of G and D: tokens, eot and (frozen, no gradient) backbone
-  features, from the batch when the loop's FeatureCache put them there."""
-  text = {'tokens': batch['tokens'], 'eot': batch['eot']}
-  if 'features' in batch:
-    text['features'] = batch['features']
+  features, from the batch when the loop's FeatureCache put them there.
+  prefix 'negative_': those of the hard-negative captions (data.hard_negatives)."""
+  text = {'tokens': batch[prefix + 'tokens'], 'eot': batch[prefix + 'eot']}
+  if prefix + 'features' in batch:
+    text['features'] = batch[prefix + 'features']
   elif backbone is not None:
     text['features'] = jax.lax.stop_gradient(
-        backbone.apply(backbone_params, batch['tokens'], batch['eot']))
+        backbone.apply(backbone_params, text['tokens'], text['eot']))
   return text
 
 
@@ -177,14 +178,17 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     d_va = losses.discriminator_loss(kind, real_va, fake_va)
     return weight('vision_aided_weight') * d_va, {'d_va': d_va}
 
-  def contrastive(d_params, images, text):
+  def contrastive(d_params, images, text, negatives):
     """InfoNCE of each image against the batch's captions in D's projection
-    space (ProjectionDiscriminator.pair_embeddings); copies of an image's own
-    caption are not its negatives."""
+    space (ProjectionDiscriminator.pair_embeddings), and against the batch's
+    hard negatives when `negatives` (their text) is given; copies of an image's
+    own caption are not its negatives."""
+    if negatives is not None:
+      text = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), text, negatives)
     h, e = d.apply({'params': d_params}, images, text, method='pair_embeddings')
     return losses.contrastive_loss(h, e, loss_cfg.contrastive_temperature, tokens=text['tokens'])
 
-  def d_loss_fn(d_params, fake, real, text, wrong, valid, do_r1, key, frozen, step):
+  def d_loss_fn(d_params, fake, real, text, wrong, valid, do_r1, key, frozen, step, negatives):
     d_params, heads = frozen_losses.split_d(d_params)
     d_fn = lambda pyr, t=text: d.apply({'params': d_params}, pyr, t)
     if matching:  # one image trunk per pyramid, a text head for each caption
@@ -207,7 +211,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
       loss = loss + va_loss
       metrics.update(va_metrics)
     if contrastive_w:
-      metrics['d_contrastive'] = contrastive(d_params, real, text)
+      metrics['d_contrastive'] = contrastive(d_params, real, text, negatives)
       loss = loss + contrastive_w * metrics['d_contrastive']
     metrics.update(d_loss=loss, r1=r1)
     if matching:
@@ -216,7 +220,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
                      match_valid=jnp.mean(valid.astype(jnp.float32)))
     return loss, metrics
 
-  def g_loss_fn(g_params, d_params, z, text, wrong, valid, frozen, batch, step):
+  def g_loss_fn(g_params, d_params, z, text, wrong, valid, frozen, batch, step, negatives):
     d_params, heads = frozen_losses.split_d(d_params)
     fake, metrics = generate_with_entropy(g_params, z, text)
     if matching_in_g:
@@ -226,7 +230,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     else:
       loss = losses.generator_loss(kind, d.apply({'params': d_params}, fake, text))
     if contrastive_w:
-      metrics['g_contrastive'] = contrastive(d_params, fake, text)
+      metrics['g_contrastive'] = contrastive(d_params, fake, text, negatives)
       loss = loss + contrastive_w * metrics['g_contrastive']
     weight = functools.partial(losses.scheduled_weight, loss_cfg, step=step)
     if use_clip:  # Eq. 9 on the full-resolution output
@@ -246,6 +250,9 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     batch_size = real[0].shape[0]
     text = text_features(backbone, batch, frozen.get('backbone'))
     wrong, valid = mismatched_text(text, k_wrong)
+    negatives = None
+    if 'negative_tokens' in batch:
+      negatives = text_features(backbone, batch, frozen.get('backbone'), prefix='negative_')
 
     def injected_fault(steps):
       # Fault drill (config.train.inject_nan_steps / inject_nan_g_steps): transient
@@ -260,7 +267,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
         generate(state['g'], jax.random.normal(k_dz, (batch_size, z_dim)), text))
     (d_loss, d_metrics), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         state['d'], fake, real, text, wrong, valid, bool(do_r1) and loss_cfg.r1_gamma > 0, k_gp,
-        frozen, step)
+        frozen, step, negatives)
     if inject_d:
       d_grads = _inject_nan(d_grads, injected_fault(inject_d))
     d_params, d_opt = _apply_updates(d_tx, d_grads, state['d_opt'], state['d'])
@@ -268,7 +275,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     # ---- G update against the updated D
     (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
         state['g'], d_params, jax.random.normal(k_gz, (batch_size, z_dim)), text, wrong, valid,
-        frozen, batch, step)
+        frozen, batch, step, negatives)
     g_metrics['g_loss'] = g_loss
     if inject_g:
       g_grads = _inject_nan(g_grads, injected_fault(inject_g))
@@ -311,6 +318,10 @@ def batch_ndims(config) -> dict:
   out = dict(BATCH_NDIMS, lr=4) if config.task == 'sr' else dict(BATCH_NDIMS)
   if feature_cache_on(config.text):
     out['features'] = 3
+  if config.data.get('hard_negatives', False):
+    out.update(negative_tokens=2, negative_eot=1)
+    if feature_cache_on(config.text):
+      out['negative_features'] = 3
   if frozen_losses.clip_on(config.loss):
     out.update(frozen_losses.CLIP_BATCH_NDIMS)
   return out
