@@ -89,3 +89,27 @@ def test_whitening_fitted_through_the_cache_leaves_its_captions_cached():
     return np.asarray(w @ w.T)
 
   np.testing.assert_allclose(gram(cached), gram(direct), atol=1e-3 * np.abs(gram(direct)).max())
+
+
+def test_counterfactuals_cached_at_the_start_make_every_hard_negative_a_hit(micro_data_dir):
+  """With data.hard_negatives the loop computes the features of every
+  counterfactual of the training captions before the first step: an epoch of
+  the pipeline then brings no caption and no hard negative the cache lacks."""
+  from gigagan_jax.data.pipeline import make_dataset
+  config = _minilm(conftest.micro_config(micro_data_dir))
+  config.update_from_flattened_dict({'text.feature_cache': True, 'data.hard_negatives': True,
+                                     'loss.contrastive_weight': 1.0,
+                                     'discriminator.kind': 'projection',
+                                     'discriminator.projection_channels': (8, 16, 16)})
+  config = validate(config)
+  backbone, tokenize = make_backbone(config.text), make_tokenizer(config.text)
+  cache = FeatureCache(backbone)
+  loop._cache_counterfactuals(config, tokenize, cache)
+  computed = cache.misses
+  assert computed > 2 * config.data.num_examples  # several per caption
+  negatives = 0
+  for batch in make_dataset(config.data, tokenize=tokenize, seed=0, process_index=0,
+                            process_count=1, num_epochs=1):
+    cache(batch['negative_tokens'], batch['negative_eot'])
+    negatives += len(batch['negative_caption'])
+  assert cache.misses == computed and negatives == config.data.num_examples
