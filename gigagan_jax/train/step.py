@@ -3,7 +3,9 @@
   train_step(state, batch, frozen, do_r1) -> (state, metrics)
 
 batch: {'image': uint8 [B, R, R, 3], 'tokens': int32 [B, L], 'eot': int32 [B]}
-(+ 'clip_tokens' int32 [B, Lc], 'clip_eot' int32 [B] with the CLIP loss).
+(+ 'clip_tokens' int32 [B, Lc], 'clip_eot' int32 [B] with the CLIP loss;
++ 'negative_tokens' / 'negative_eot' with data.hard_negatives, which the
+contrastive terms score each image against as well).
 frozen: {'backbone': text backbone params, 'clip': CLIP params (CLIP loss),
 'vision_aided': the vision-aided D's frozen tree}; absent entries are unused
 (train/frozen_losses.py). Frozen params enter through stop_gradient and are
@@ -313,8 +315,10 @@ BATCH_NDIMS = {'image': 4, 'tokens': 2, 'eot': 1}
 
 def batch_ndims(config) -> dict:
   """BATCH_NDIMS of config.task ('sr' adds the low-res input 'lr'), plus the
-  cached text features [B, L, D] with config.text.feature_cache and the CLIP
-  loss's captions (frozen_losses.CLIP_BATCH_NDIMS) when it is on."""
+  cached text features [B, L, D] with config.text.feature_cache, the hard
+  negatives' negative_tokens / negative_eot (and negative_features, cached)
+  with config.data.hard_negatives, and the CLIP loss's captions
+  (frozen_losses.CLIP_BATCH_NDIMS) when it is on."""
   out = dict(BATCH_NDIMS, lr=4) if config.task == 'sr' else dict(BATCH_NDIMS)
   if feature_cache_on(config.text):
     out['features'] = 3
