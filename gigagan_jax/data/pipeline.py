@@ -288,6 +288,10 @@ def drop_words(caption: str, p: float, rng: np.random.Generator) -> str:
   return ' '.join(w for w, k in zip(words, kept) if k)
 
 
+# Per-example strings, collated into numpy str arrays rather than stacked.
+_TEXT_KEYS = ('caption', 'negative_caption')
+
+
 def collate(examples: list) -> dict:
   """Stacks example dicts; captions (and negative captions) become numpy str arrays [b]."""
   batch = {k: np.stack([e[k] for e in examples]) for k in examples[0] if k not in _TEXT_KEYS}
@@ -295,9 +299,6 @@ def collate(examples: list) -> dict:
     if k in examples[0]:
       batch[k] = np.asarray([e[k] for e in examples], dtype=str)
   return batch
-
-
-_TEXT_KEYS = ('caption', 'negative_caption')
 
 
 class SwapCaptions(grain.transforms.RandomMap):
