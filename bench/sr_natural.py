@@ -16,14 +16,16 @@ over):
               ROOT/src as PNG + .txt caption sidecars: 14 for training
               (rocket, hubble_deep_field, retina, immunohistochemistry,
               brick, grass, gravel, colorwheel, camera, coins, moon, page,
-              text, logo), and 13 held-out 256 px crops of 4 photos that
+              text, logo; with --train_tiles, up to 4 native-resolution 256
+              px tiles of each instead of the whole image resized to 256 px,
+              39 files), and 13 held-out 256 px crops of 4 photos that
               training never sees (astronaut, chelsea, coffee and
               stereo_motorcycle at their own size), each with its own caption.
   2. data     `image_folder` prepared at --resolution (256) px in ROOT/data
               with test_fraction 0.5. image_folder puts a file in 'test' when
               crc32(its relative path) / 2**32 < test_fraction; the file
               names here carry a numeric suffix chosen so that exactly the
-              held-out crops hash into 'test' and the 14 others into 'train'
+              held-out crops hash into 'test' and the training files into 'train'
               (one data_dir, the stock builder, and the split is checked
               after the build).
   3. train    each of --models (MODELS below), at most --steps each and, with
@@ -156,7 +158,12 @@ flags.DEFINE_integer('steps', None, 'Training steps of each model (5: a smoke ru
                      '(the wall time ends the runs).')
 flags.DEFINE_float('minutes', 0, 'Wall-time budget of each model\'s training '
                    '(config.train.max_minutes), for comparisons at equal time; 0 = none.')
-flags.DEFINE_integer('batch_size', 8, 'Training batch (at most 14: the training images).')
+flags.DEFINE_integer('batch_size', 8, 'Training batch (at most the number of training files: 14, or '
+                     '39 with --train_tiles=2).')
+flags.DEFINE_integer('train_tiles', 0, 'Training images as native-resolution tiles of the '
+                     'held-out crops\' side (256 px), the central ones of each image\'s grid, at '
+                     'most this many per side (2: up to 4 per image); 0 = each image whole, '
+                     'resized to --resolution. Images smaller than a tile stay whole.')
 flags.DEFINE_integer('resolution', 256, 'Stored image side (config.data.resolution).')
 flags.DEFINE_integer('hr_size', 64, 'Training HR crop side (config.data.degradation.hr_size); '
                      'the LR input is hr_size / 4.')
@@ -218,10 +225,29 @@ def sample_image(name: str) -> np.ndarray:
   return img.astype(np.uint8)
 
 
+def training_tiles(img: np.ndarray, per_side: int) -> dict:
+  """{suffix: [S, S, 3]} native-resolution tiles of side S = HELD_OUT_SIZE.
+
+  At most per_side x per_side non-overlapping tiles, the central ones of the
+  image's grid; {'': img} (image_folder then resizes the whole image) when
+  per_side is 0 or the image is smaller than a tile.
+  """
+  s = HELD_OUT_SIZE
+  rows, cols = (min(per_side, n // s) for n in img.shape[:2])
+  if not rows or not cols:
+    return {'': img}
+  top0, left0 = ((n - k * s) // 2 for n, k in zip(img.shape[:2], (rows, cols)))
+  return {f'_{r}{c}': img[top0 + r * s:top0 + (r + 1) * s, left0 + c * s:left0 + (c + 1) * s]
+          for r in range(rows) for c in range(cols)}
+
+
 def write_images(src: str) -> dict:
-  """Writes the PNGs and caption sidecars; returns {file: split}."""
-  os.makedirs(src, exist_ok=True)
-  images = {name: (sample_image(name), caption, False) for name, caption in TRAIN.items()}
+  """Writes the PNGs and caption sidecars into an emptied src; returns {file: split}."""
+  shutil.rmtree(src, ignore_errors=True)  # no stale files of another --train_tiles / --held_out
+  os.makedirs(src)
+  images = {name + suffix: (tile, caption, False)
+            for name, caption in TRAIN.items()
+            for suffix, tile in training_tiles(sample_image(name), FLAGS.train_tiles).items()}
   held_out = VALIDATION if FLAGS.held_out == 'validation' else HELD_OUT
   for name, (photo, top, left, caption) in held_out.items():
     crop = sample_image(photo)[top:top + HELD_OUT_SIZE, left:left + HELD_OUT_SIZE]
@@ -245,9 +271,12 @@ def prepare(root: str) -> str:
   _, report = prep.build_image_folder(src, data_dir, FLAGS.resolution,
                                       test_fraction=TEST_FRACTION,
                                       overwrite=FLAGS.overwrite_data, progress=False)
-  want = {'train': len(TRAIN), 'test': len(split) - len(TRAIN)}
+  train = sum(s == 'train' for s in split.values())
+  want = {'train': train, 'test': len(split) - train}
   if report.written and report.written != want:
-    raise RuntimeError(f'split sizes {report.written}, expected {want}; files: {split}')
+    raise RuntimeError(f'split sizes {report.written}, expected {want} (data prepared with '
+                       'other --train_tiles or --held_out? --overwrite_data or a fresh --root '
+                       f'rebuilds it); files: {split}')
   print(f'data: {want} images at {FLAGS.resolution} px in {data_dir}; held out: '
         f'{sorted(f for f, s in split.items() if s == "test")}', flush=True)
   return data_dir
