@@ -16,9 +16,9 @@ over):
               ROOT/src as PNG + .txt caption sidecars: 14 for training
               (rocket, hubble_deep_field, retina, immunohistochemistry,
               brick, grass, gravel, colorwheel, camera, coins, moon, page,
-              text, logo; with --train_tiles, up to 4 native-resolution 256
-              px tiles of each instead of the whole image resized to 256 px,
-              39 files), and 13 held-out 256 px crops of 4 photos that
+              text, logo), as up to 4 native-resolution 256 px tiles of each
+              (--train_tiles=2: 39 files; 0: each whole image resized to 256
+              px), and 13 held-out 256 px crops of 4 photos that
               training never sees (astronaut, chelsea, coffee and
               stereo_motorcycle at their own size), each with its own caption.
   2. data     `image_folder` prepared at --resolution (256) px in ROOT/data
@@ -160,10 +160,11 @@ flags.DEFINE_float('minutes', 0, 'Wall-time budget of each model\'s training '
                    '(config.train.max_minutes), for comparisons at equal time; 0 = none.')
 flags.DEFINE_integer('batch_size', 8, 'Training batch (at most the number of training files: 14, or '
                      '39 with --train_tiles=2).')
-flags.DEFINE_integer('train_tiles', 0, 'Training images as native-resolution tiles of the '
+flags.DEFINE_integer('train_tiles', 2, 'Training images as native-resolution tiles of the '
                      'held-out crops\' side (256 px), the central ones of each image\'s grid, at '
-                     'most this many per side (2: up to 4 per image); 0 = each image whole, '
-                     'resized to --resolution. Images smaller than a tile stay whole.')
+                     'most this many per side (2: up to 4 per image, 39 files); 0 = each image '
+                     'whole, resized to --resolution (the protocol before 2026-12-06, 14 files). '
+                     'Images smaller than a tile stay whole.')
 flags.DEFINE_integer('resolution', 256, 'Stored image side (config.data.resolution).')
 flags.DEFINE_integer('hr_size', 64, 'Training HR crop side (config.data.degradation.hr_size); '
                      'the LR input is hr_size / 4.')
