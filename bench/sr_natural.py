@@ -276,8 +276,8 @@ def prepare(root: str) -> str:
   want = {'train': train, 'test': len(split) - train}
   if report.written and report.written != want:
     raise RuntimeError(f'split sizes {report.written}, expected {want} (data prepared with '
-                       'other --train_tiles or --held_out? --overwrite_data or a fresh --root '
-                       f'rebuilds it); files: {split}')
+                       'another --train_tiles? --overwrite_data or a fresh --root rebuilds '
+                       f'it); files: {split}')
   print(f'data: {want} images at {FLAGS.resolution} px in {data_dir}; held out: '
         f'{sorted(f for f, s in split.items() if s == "test")}', flush=True)
   return data_dir
