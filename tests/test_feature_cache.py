@@ -94,7 +94,8 @@ def test_whitening_fitted_through_the_cache_leaves_its_captions_cached():
 def test_counterfactuals_cached_at_the_start_make_every_hard_negative_a_hit(micro_data_dir):
   """With data.hard_negatives the loop computes the features of every
   counterfactual of the training captions before the first step: an epoch of
-  the pipeline then brings no caption and no hard negative the cache lacks."""
+  the pipeline then brings no hard negative the cache lacks (the captions
+  themselves are cached by the whitening fit, tested above)."""
   from gigagan_jax.data.pipeline import make_dataset
   config = _minilm(conftest.micro_config(micro_data_dir))
   config.update_from_flattened_dict({'text.feature_cache': True, 'data.hard_negatives': True,
