@@ -27,7 +27,9 @@ over):
               names here carry a numeric suffix chosen so that exactly the
               held-out crops hash into 'test' and the training files into 'train'
               (one data_dir, the stock builder, and the split is checked
-              after the build).
+              after the build). ROOT/data/sr_natural_files.json records the
+              files it was built from: a ROOT/data of another --held_out or
+              --train_tiles stops the run (--overwrite_data rebuilds it).
   3. train    each of --models (MODELS below), at most --steps each and, with
               --minutes, for that wall time each (equal-time comparisons), on
               random --hr_size (64) px HR crops with their bicubic 4x LR
@@ -182,7 +184,8 @@ flags.DEFINE_multi_string('override', [], 'Extra --config.* flag for every train
 flags.DEFINE_string('lpips_path', None, 'LPIPS-VGG npz for the evaluation (optional).')
 flags.DEFINE_enum('held_out', 'test', ['test', 'validation'], 'Held-out crops: the 13 '
                   'of the README table, or the 13 validation crops (VALIDATION) to choose '
-                  'settings on. Use a separate --root for each.')
+                  'settings on. Use a separate --root for each (a ROOT/data built for '
+                  'the other stops the run).')
 flags.DEFINE_bool('overwrite_data', False, 'Rewrite the images and rebuild the dataset.')
 flags.DEFINE_bool('skip_train', False, 'Only evaluate the existing runs.')
 flags.DEFINE_bool('evaluate', True, 'Score the runs on the held-out crops when training ends; '
@@ -269,15 +272,25 @@ def prepare(root: str) -> str:
   from gigagan_jax.data import prepare as prep  # pylint: disable=g-import-not-at-top
   src, data_dir = os.path.join(root, 'src'), os.path.join(root, 'data')
   split = write_images(src)
+  # The files the dataset was built from. Another --held_out writes as many
+  # files as this one, so only their names tell a stale data dir apart; one
+  # without this record predates it and is rebuilt (seconds).
+  record = os.path.join(data_dir, 'sr_natural_files.json')
+  built = json.load(open(record)) if os.path.exists(record) else None
+  if built not in (None, split) and not FLAGS.overwrite_data:
+    raise RuntimeError(f'{data_dir} was built from other images than --held_out='
+                       f'{FLAGS.held_out} --train_tiles={FLAGS.train_tiles} give (see {record}); '
+                       '--overwrite_data or a fresh --root rebuilds it')
   _, report = prep.build_image_folder(src, data_dir, FLAGS.resolution,
                                       test_fraction=TEST_FRACTION,
-                                      overwrite=FLAGS.overwrite_data, progress=False)
+                                      overwrite=FLAGS.overwrite_data or built is None,
+                                      progress=False)
   train = sum(s == 'train' for s in split.values())
   want = {'train': train, 'test': len(split) - train}
-  if report.written and report.written != want:
-    raise RuntimeError(f'split sizes {report.written}, expected {want} (data prepared with '
-                       'another --train_tiles? --overwrite_data or a fresh --root rebuilds '
-                       f'it); files: {split}')
+  if report.written and report.written != want:  # file_name's split rule against image_folder's
+    raise RuntimeError(f'split sizes {report.written}, expected {want}; files: {split}')
+  with open(record, 'w') as fh:
+    json.dump(split, fh, indent=1, sort_keys=True)
   print(f'data: {want} images at {FLAGS.resolution} px in {data_dir}; held out: '
         f'{sorted(f for f, s in split.items() if s == "test")}', flush=True)
   return data_dir
