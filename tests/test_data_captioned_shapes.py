@@ -140,3 +140,15 @@ def test_counterfactual_caption_changes_exactly_one_named_attribute():
   assert changed == set(cs.COUNTERFACTUAL_ATTRIBUTES)
   assert cs.counterfactual_caption('', rng) == ''
   assert cs.counterfactual_caption('a photo', rng) == 'a photo'
+
+
+def test_count_counterfactuals_cross_between_one_and_many():
+  """The count's hard negatives are both other counts of COUNTS, the singular
+  among them: the noun's number, its determiner and 'there is/are' follow."""
+  counts = lambda caption: cs.counterfactuals(caption)['count']
+  assert counts('there is an orange star in the center') == [
+      'there are two orange stars in the center', 'there are three orange stars in the center']
+  assert counts('three tiny blue crosses on an orange background') == [
+      'a tiny blue cross on an orange background', 'two tiny blue crosses on an orange background']
+  assert counts('two orange squares') == ['an orange square', 'three orange squares']
+  assert 'count' not in cs.counterfactuals('red circle')  # no determiner to change

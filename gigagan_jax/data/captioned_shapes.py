@@ -237,23 +237,28 @@ def counterfactuals(caption: str) -> dict:
   one attribute, for each of COUNTERFACTUAL_ATTRIBUTES the caption names.
 
   The shape noun becomes another shape's (same number), the object or
-  background colour a colour that is neither of the two, the count two <->
-  three, the size word the other size's. Articles follow the new word.
+  background colour a colour that is neither of the two, the count each
+  other of COUNTS (see _recounted), the size word the other size's. Articles
+  follow the new word.
   """
   words = caption.split()
   labels = parse_caption(caption)
   used = {labels['color'], labels['background']}
   other_colors = [c for i, c in enumerate(COLORS) if i not in used]
   slots = {}  # attribute -> (index of its word, replacements)
+  # The count changes the shape noun's number and its determiner, the last
+  # article or number word before it ('on a ... background' follows the noun).
+  det = noun = None
   for i, w in enumerate(words):
-    if w in SHAPES or w in SHAPE_PLURALS:
+    if w in ('a', 'an', 'two', 'three') and noun is None:
+      det = i
+    elif w in SHAPES or w in SHAPE_PLURALS:
       nouns = SHAPES if w in SHAPES else SHAPE_PLURALS
       slots['shape'] = (i, [n for n in nouns if n != w])
+      noun = i
     elif w in COLORS:
       background = i + 1 < len(words) and words[i + 1] == 'background'
       slots['background' if background else 'color'] = (i, other_colors)
-    elif w in ('two', 'three'):
-      slots['count'] = (i, ['three' if w == 'two' else 'two'])
     else:
       for s, choices in enumerate(_SIZE_WORDS):
         if w in choices:
@@ -266,7 +271,25 @@ def counterfactuals(caption: str) -> dict:
       out[i - 1] = _article(word)
     return ' '.join(out)
 
-  return {a: [replaced(i, r) for r in repl] for a, (i, repl) in slots.items()}
+  out = {a: [replaced(i, r) for r in repl] for a, (i, repl) in slots.items()}
+  if None not in (det, noun) and labels['count'] in COUNTS:
+    out['count'] = [_recounted(words, det, noun, n) for n in COUNTS if n != labels['count']]
+  return out
+
+
+def _recounted(words: list, det: int, noun: int, count: int) -> str:
+  """The caption `words` about `count` objects: its shape noun (index `noun`)
+  in that number, its determiner (index `det`: article or number word) and a
+  'there is' / 'there are' before it agreeing. A singular caption's position
+  phrase stays, so that the negative differs from its image in the count alone.
+  """
+  out = list(words)
+  stem = SHAPES.index(out[noun]) if out[noun] in SHAPES else SHAPE_PLURALS.index(out[noun])
+  out[noun] = SHAPES[stem] if count == 1 else SHAPE_PLURALS[stem]
+  out[det] = _article(out[det + 1]) if count == 1 else _NUMBER_WORDS[count]
+  if det > 0 and out[det - 1] in ('is', 'are'):
+    out[det - 1] = 'is' if count == 1 else 'are'
+  return ' '.join(out)
 
 
 def _polygon(shape: str, cx, cy, r, angle_deg):
