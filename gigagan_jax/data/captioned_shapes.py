@@ -237,9 +237,9 @@ def counterfactuals(caption: str) -> dict:
   one attribute, for each of COUNTERFACTUAL_ATTRIBUTES the caption names.
 
   The shape noun becomes another shape's (same number), the object or
-  background colour a colour that is neither of the two, the count each
-  other of COUNTS (see _recounted), the size word the other size's. Articles
-  follow the new word.
+  background colour a colour that is neither of the two, the count each of
+  the other two of COUNTS (see _recounted), the size word the other size's.
+  Articles follow the new word.
   """
   words = caption.split()
   labels = parse_caption(caption)
