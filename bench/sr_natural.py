@@ -276,7 +276,10 @@ def prepare(root: str) -> str:
   # files as this one, so only their names tell a stale data dir apart; one
   # without this record predates it and is rebuilt (seconds).
   record = os.path.join(data_dir, 'sr_natural_files.json')
-  built = json.load(open(record)) if os.path.exists(record) else None
+  built = None
+  if os.path.exists(record):
+    with open(record) as fh:
+      built = json.load(fh)
   if built not in (None, split) and not FLAGS.overwrite_data:
     raise RuntimeError(f'{data_dir} was built from other images than --held_out='
                        f'{FLAGS.held_out} --train_tiles={FLAGS.train_tiles} give (see {record}); '
