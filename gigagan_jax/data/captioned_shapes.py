@@ -212,8 +212,8 @@ def parse_caption(caption: str) -> dict:
   return out
 
 
-# The attributes `counterfactual_caption` may change, each one word of a caption.
-COUNTERFACTUAL_ATTRIBUTES = ('shape', 'color', 'count', 'size', 'background')
+# The attributes `counterfactual_caption` may change.
+COUNTERFACTUAL_ATTRIBUTES = ('shape', 'color', 'count', 'size', 'position', 'background')
 
 
 def counterfactual_caption(caption: str, rng: np.random.Generator) -> str:
@@ -238,8 +238,9 @@ def counterfactuals(caption: str) -> dict:
 
   The shape noun becomes another shape's (same number), the object or
   background colour a colour that is neither of the two, the count each of
-  the other two of COUNTS (see _recounted), the size word the other size's.
-  Articles follow the new word.
+  the other two of COUNTS (see _recounted), the size word the other size's,
+  the position phrase each other position's (see _repositioned). Articles
+  follow the new word.
   """
   words = caption.split()
   labels = parse_caption(caption)
@@ -274,7 +275,26 @@ def counterfactuals(caption: str) -> dict:
   out = {a: [replaced(i, r) for r in repl] for a, (i, repl) in slots.items()}
   if None not in (det, noun) and labels['count'] in COUNTS:
     out['count'] = [_recounted(words, det, noun, n) for n in COUNTS if n != labels['count']]
+  moved = _repositioned(caption)
+  if moved:
+    out['position'] = moved
   return out
+
+
+def _repositioned(caption: str) -> list:
+  """`caption` with its position phrase replaced by each other position's
+  phrase of the same wording (first or second of _POSITION_PHRASES), or [] if
+  it has none. Longest phrases are tried first: 'at the top' is a prefix of
+  'at the top left'."""
+  padded = f' {caption} '
+  found = max(((len(p), k, position) for position, phrases in _POSITION_PHRASES.items()
+               for k, p in enumerate(phrases) if f' {p} ' in padded), default=None)
+  if found is None:
+    return []
+  _, k, position = found
+  old = f' {_POSITION_PHRASES[position][k]} '
+  return [padded.replace(old, f' {phrases[k]} ', 1).strip()
+          for other, phrases in _POSITION_PHRASES.items() if other != position]
 
 
 def _recounted(words: list, det: int, noun: int, count: int) -> str:
