@@ -152,3 +152,18 @@ def test_count_counterfactuals_cross_between_one_and_many():
       'a tiny blue cross on an orange background', 'two tiny blue crosses on an orange background']
   assert counts('two orange squares') == ['an orange square', 'three orange squares']
   assert 'count' not in cs.counterfactuals('red circle')  # no determiner to change
+
+
+def test_position_counterfactuals_move_the_object_to_each_other_cell():
+  """The position's hard negatives are the caption with its position phrase
+  replaced by each of the eight other positions' phrases, in the same wording;
+  the longest phrase is the one replaced ('at the top' is in 'at the top left')."""
+  moved = cs.counterfactuals('a red circle at the top left on a white background')['position']
+  assert len(moved) == len(cs.POSITIONS) - 1
+  assert [cs.parse_caption(c)['position'] for c in moved] == list(range(1, 9))
+  assert all(c.startswith('a red circle ') and c.endswith(' on a white background')
+             for c in moved)
+  assert 'a red circle at the top on a white background' in moved
+  assert 'a tiny blue cross in the top left corner' in cs.counterfactuals(
+      'a tiny blue cross in the middle')['position']
+  assert 'position' not in cs.counterfactuals('two red stars')  # no position named
