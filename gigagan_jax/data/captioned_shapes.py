@@ -69,6 +69,8 @@ _SPLIT_IDS = {'train': 0, 'test': 1}
 # parser below recognises every one of them.
 _SIZE_WORDS = (('small', 'tiny'), ('large', 'big'))
 _NUMBER_WORDS = {2: 'two', 3: 'three'}
+_NUMBERS = {word: n for n, word in _NUMBER_WORDS.items()}
+_DETERMINERS = ('a', 'an', *_NUMBER_WORDS.values())  # the words a count changes
 _POSITION_PHRASES = {
     'top left': ('at the top left', 'in the top left corner'),
     'top center': ('at the top', 'at the top center'),
@@ -195,8 +197,7 @@ def parse_caption(caption: str) -> dict:
       out['shape'], out['count'] = SHAPES.index(w), 1
     elif w in SHAPE_PLURALS:
       out['shape'] = SHAPE_PLURALS.index(w)
-      number = {'two': 2, 'three': 3}
-      out['count'] = next((number[v] for v in words[:i] if v in number), -1)
+      out['count'] = next((_NUMBERS[v] for v in words[:i] if v in _NUMBERS), -1)
     elif w in COLORS:
       nxt = words[i + 1] if i + 1 < len(words) else ''
       out['background' if nxt == 'background' else 'color'] = COLORS.index(w)
@@ -251,7 +252,7 @@ def counterfactuals(caption: str) -> dict:
   # article or number word before it ('on a ... background' follows the noun).
   det = noun = None
   for i, w in enumerate(words):
-    if w in ('a', 'an', 'two', 'three') and noun is None:
+    if w in _DETERMINERS and noun is None:
       det = i
     elif w in SHAPES or w in SHAPE_PLURALS:
       nouns = SHAPES if w in SHAPES else SHAPE_PLURALS
