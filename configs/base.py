@@ -146,6 +146,9 @@ def get_base_config():
   # attribute changed (captioned_shapes.counterfactual_caption), a hard negative
   # that the contrastive loss (loss.contrastive_weight) scores it against.
   data.hard_negatives = False
+  # Which attributes those negatives change, one drawn per caption among those
+  # it names (captioned_shapes.COUNTERFACTUAL_ATTRIBUTES).
+  data.hard_negative_attributes = ('shape', 'color', 'count', 'size', 'position', 'background')
   data.read_threads = 2              # threads per process (or worker) reading + transforming batches
   # Prepared TFDS datasets with other feature names: the uint8 image feature and
   # the caption feature. A ClassLabel caption feature becomes

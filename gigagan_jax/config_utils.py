@@ -255,6 +255,12 @@ def _validate_contrastive(config):
              f'{config.data.builder!r} has no such grammar')
     _require(w > 0, 'data.hard_negatives', 'adds negatives to the contrastive loss, which '
              'is off (loss.contrastive_weight=0)')
+    # Imported here: captioned_shapes loads TFDS, which other configs never need.
+    from gigagan_jax.data.captioned_shapes import COUNTERFACTUAL_ATTRIBUTES
+    names = tuple(config.data.get('hard_negative_attributes', COUNTERFACTUAL_ATTRIBUTES))
+    _require(names and set(names) <= set(COUNTERFACTUAL_ATTRIBUTES),
+             'data.hard_negative_attributes',
+             f'must be a non-empty subset of {COUNTERFACTUAL_ATTRIBUTES}, got {names}')
   if w == 0:
     return
   _require(config.get('task', 't2i') == 't2i', 'loss.contrastive_weight',

@@ -117,6 +117,11 @@ def test_builder_config_names_and_errors():
     cs.builder_config(48)
 
 
+def test_default_hard_negative_attributes_are_every_counterfactual_attribute():
+  from configs import base
+  assert base.get_base_config().data.hard_negative_attributes == cs.COUNTERFACTUAL_ATTRIBUTES
+
+
 def test_counterfactual_caption_changes_exactly_one_named_attribute():
   """Each hard negative parses to the labels of its caption with one of
   COUNTERFACTUAL_ATTRIBUTES changed (to a colour the scene does not use, for the
@@ -152,6 +157,24 @@ def test_count_counterfactuals_cross_between_one_and_many():
       'a tiny blue cross on an orange background', 'two tiny blue crosses on an orange background']
   assert counts('two orange squares') == ['an orange square', 'three orange squares']
   assert 'count' not in cs.counterfactuals('red circle')  # no determiner to change
+
+
+def test_counterfactual_caption_changes_only_the_attributes_asked_for():
+  """With `attributes` (config data.hard_negative_attributes) the changed
+  attribute is one of them, each of them turns up, and a caption that names
+  none of them comes back unchanged."""
+  rng = np.random.default_rng(1)
+  asked = ('count', 'position')
+  changed = set()
+  for i in range(200):
+    caption = cs.sample_scene(np.random.default_rng([6, i])).caption
+    negative = cs.counterfactual_caption(caption, rng, asked)
+    before, after = cs.parse_caption(caption), cs.parse_caption(negative)
+    diff = [k for k in cs.LABEL_KEYS if before[k] != after[k]]
+    assert diff in ([a] for a in asked), (caption, negative)
+    changed.add(diff[0])
+  assert changed == set(asked)
+  assert cs.counterfactual_caption('red circle', rng, asked) == 'red circle'
 
 
 def test_position_counterfactuals_move_the_object_to_each_other_cell():

@@ -6,6 +6,7 @@ training loop that uses it must train as one that runs the backbone in the step.
 """
 import jax
 import numpy as np
+import pytest
 
 import conftest
 from gigagan_jax.config_utils import validate
@@ -91,17 +92,22 @@ def test_whitening_fitted_through_the_cache_leaves_its_captions_cached():
   np.testing.assert_allclose(gram(cached), gram(direct), atol=1e-3 * np.abs(gram(direct)).max())
 
 
-def test_counterfactuals_cached_at_the_start_make_every_hard_negative_a_hit(micro_data_dir):
+@pytest.mark.parametrize('attributes', [None, ('count', 'position')])
+def test_counterfactuals_cached_at_the_start_make_every_hard_negative_a_hit(micro_data_dir,
+                                                                          attributes):
   """With data.hard_negatives the loop computes the features of every
-  counterfactual of the training captions before the first step: an epoch of
-  the pipeline then brings no hard negative the cache lacks (the captions
-  themselves are cached by the whitening fit, tested above)."""
+  counterfactual of the training captions (in data.hard_negative_attributes)
+  before the first step: an epoch of the pipeline then brings no hard
+  negative the cache lacks (the captions themselves are cached by the
+  whitening fit, tested above)."""
   from gigagan_jax.data.pipeline import make_dataset
   config = _minilm(conftest.micro_config(micro_data_dir))
   config.update_from_flattened_dict({'text.feature_cache': True, 'data.hard_negatives': True,
                                      'loss.contrastive_weight': 1.0,
                                      'discriminator.kind': 'projection',
                                      'discriminator.projection_channels': (8, 16, 16)})
+  if attributes:
+    config.data.hard_negative_attributes = attributes
   config = validate(config)
   backbone, tokenize = make_backbone(config.text), make_tokenizer(config.text)
   cache = FeatureCache(backbone)

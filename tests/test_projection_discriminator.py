@@ -161,6 +161,12 @@ def test_config_errors_name_the_field():
   with pytest.raises(ConfigError, match='data.hard_negatives.*captioned_shapes'):
     validate(config)
   config.data.builder = 'captioned_shapes'
+  for names in [('shape', 'pose'), ()]:
+    config.data.hard_negative_attributes = names
+    with pytest.raises(ConfigError, match='data.hard_negative_attributes.*subset'):
+      validate(config)
+  config.data.hard_negative_attributes = ('count',)
+  validate(config)
   config.loss.contrastive_weight = 0.0
   with pytest.raises(ConfigError, match='data.hard_negatives.*contrastive_weight=0'):
     validate(config)

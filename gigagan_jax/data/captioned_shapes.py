@@ -217,18 +217,20 @@ def parse_caption(caption: str) -> dict:
 COUNTERFACTUAL_ATTRIBUTES = ('shape', 'color', 'count', 'size', 'position', 'background')
 
 
-def counterfactual_caption(caption: str, rng: np.random.Generator) -> str:
+def counterfactual_caption(caption: str, rng: np.random.Generator,
+                           attributes: tuple = COUNTERFACTUAL_ATTRIBUTES) -> str:
   """`caption` with one attribute it names changed to another value: a hard
   negative for the contrastive loss (config data.hard_negatives).
 
-  One of COUNTERFACTUAL_ATTRIBUTES that the caption names is drawn uniformly,
+  One of `attributes` (of COUNTERFACTUAL_ATTRIBUTES; config
+  data.hard_negative_attributes) that the caption names is drawn uniformly,
   then one of its replacements (see counterfactuals). A caption that names
   none of them (e.g. '') comes back unchanged.
   """
   options = counterfactuals(caption)
-  if not options:
+  names = [a for a in COUNTERFACTUAL_ATTRIBUTES if a in options and a in attributes]
+  if not names:
     return caption
-  names = [a for a in COUNTERFACTUAL_ATTRIBUTES if a in options]
   choices = options[names[int(rng.integers(len(names)))]]
   return choices[int(rng.integers(len(choices)))]
 

@@ -209,11 +209,13 @@ class Preprocess(grain.transforms.RandomMap):
 
   `rng` comes from grain, seeded by the dataset seed and the element position,
   so flips and caption dropout are deterministic given seed and index.
+  `hard_negatives`: the attributes whose counterfactuals give each example a
+  'negative_caption' (hard_negative_attributes); () for none.
   """
 
   def __init__(self, resolution, random_flip, caption_dropout, image_key, caption_key,
                class_names=None, caption_template='{}', label_keys=(), degradation=None,
-               word_dropout=0.0, random_rot90=False, hard_negatives=False):
+               word_dropout=0.0, random_rot90=False, hard_negatives=()):
     self.resolution = resolution
     self.hard_negatives = hard_negatives
     self.random_rot90 = random_rot90
@@ -255,8 +257,17 @@ class Preprocess(grain.transforms.RandomMap):
     if self.word_dropout > 0:  # drawn last: the other options' streams stay as without it
       out['caption'] = drop_words(caption, self.word_dropout, rng)
     if self.hard_negatives:  # drawn last, as word dropout
-      out['negative_caption'] = captioned_shapes.counterfactual_caption(out['caption'], rng)
+      out['negative_caption'] = captioned_shapes.counterfactual_caption(
+          out['caption'], rng, self.hard_negatives)
     return out
+
+
+def hard_negative_attributes(data_cfg: ml_collections.ConfigDict) -> tuple:
+  """The attributes whose counterfactuals are drawn as hard negatives
+  (data.hard_negative_attributes), or () with data.hard_negatives off."""
+  if not data_cfg.get('hard_negatives', False):
+    return ()
+  return tuple(data_cfg.get('hard_negative_attributes', captioned_shapes.COUNTERFACTUAL_ATTRIBUTES))
 
 
 def caption_text(raw, class_names=None, template: str = '{}') -> str:
@@ -412,7 +423,7 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, *, tokenize, seed: int,
       data_cfg.resolution, data_cfg.random_flip, data_cfg.caption_dropout,
       data_cfg.image_key, ck, class_names, data_cfg.caption_template, label_keys,
       degradation, data_cfg.get('word_dropout', 0.0), data_cfg.get('random_rot90', False),
-      data_cfg.get('hard_negatives', False)),
+      hard_negative_attributes(data_cfg)),
       seed=stream_seed())
   ds = ds.batch(per_process, drop_remainder=True, batch_fn=collate)
   if data_cfg.get('caption_swap', 0.0) > 0:

@@ -19,6 +19,7 @@ from orbax.checkpoint._src.path import temporary_paths
 
 from gigagan_jax import storage
 from gigagan_jax.config_utils import FROZEN_LOSS_FIELDS
+from gigagan_jax.data.captioned_shapes import COUNTERFACTUAL_ATTRIBUTES
 
 
 class ConfigMismatchError(RuntimeError):
@@ -70,7 +71,7 @@ def with_added_defaults(saved: dict) -> dict:
   config.discriminator (_ADDED_D_FIELDS), the text encoders'
   sentence_whitening, config.text.whitening_captions,
   config.generator.input_from_w, config.optim.lr_schedule and
-  config.data.hard_negatives. Those runs trained as the defaults say (those
+  config.data.hard_negatives and hard_negative_attributes. Those runs trained as the defaults say (those
   losses off, Eq. 8 in G and D, no contrastive term, the MS-I/O D, no
   whitening, a constant input, constant learning rates, no hard negatives),
   so resuming them is no config change."""
@@ -102,6 +103,7 @@ def with_added_defaults(saved: dict) -> dict:
   if 'data' in saved:
     out['data'] = dict(saved['data'])
     out['data'].setdefault('hard_negatives', False)
+    out['data'].setdefault('hard_negative_attributes', as_json(COUNTERFACTUAL_ATTRIBUTES))
   return out
 
 
