@@ -187,3 +187,21 @@ def test_a_run_saved_before_discriminator_kind_existed_resumes_with_the_msio_d()
   current['discriminator']['kind'] = 'projection'  # switching D is one
   assert diff_configs(with_added_defaults(saved), current) == [
       "discriminator.kind: saved 'msio', now 'projection'"]
+
+
+def test_a_hard_negative_run_saved_before_the_attribute_choice_resumes_without_position():
+  """Runs saved before data.hard_negative_attributes drew negatives of every
+  attribute but position (position negatives came with the field)."""
+  from configs import base
+  from gigagan_jax.train.checkpoint import config_to_dict, diff_configs, with_added_defaults
+  config = base.get_base_config()
+  config.data.hard_negatives = True
+  config.data.hard_negative_attributes = ('shape', 'color', 'count', 'size', 'background')
+  current = config_to_dict(config)
+  saved = config_to_dict(config)
+  del saved['data']['hard_negative_attributes']
+  assert diff_configs(with_added_defaults(saved), current) == []
+  config.data.hard_negative_attributes = base.get_base_config().data.hard_negative_attributes
+  assert [d.split(':')[0] for d in diff_configs(with_added_defaults(saved),
+                                                config_to_dict(config))] == [
+      'data.hard_negative_attributes']

@@ -70,11 +70,12 @@ def with_added_defaults(saved: dict) -> dict:
   defaults: config.loss (config_utils.FROZEN_LOSS_FIELDS, _ADDED_LOSS_FIELDS),
   config.discriminator (_ADDED_D_FIELDS), the text encoders'
   sentence_whitening, config.text.whitening_captions,
-  config.generator.input_from_w, config.optim.lr_schedule and
-  config.data.hard_negatives and hard_negative_attributes. Those runs trained as the defaults say (those
-  losses off, Eq. 8 in G and D, no contrastive term, the MS-I/O D, no
-  whitening, a constant input, constant learning rates, no hard negatives),
-  so resuming them is no config change."""
+  config.generator.input_from_w, config.optim.lr_schedule,
+  config.data.hard_negatives and config.data.hard_negative_attributes. Those
+  runs trained as the defaults say (those losses off, Eq. 8 in G and D, no
+  contrastive term, the MS-I/O D, no whitening, a constant input, constant
+  learning rates, no hard negatives, or hard negatives of every attribute but
+  position), so resuming them is no config change."""
   as_json = lambda v: json.loads(json.dumps(v))  # tuples as the JSON lists
   out = dict(saved)
   if 'loss' in saved:
@@ -103,7 +104,9 @@ def with_added_defaults(saved: dict) -> dict:
   if 'data' in saved:
     out['data'] = dict(saved['data'])
     out['data'].setdefault('hard_negatives', False)
-    out['data'].setdefault('hard_negative_attributes', as_json(COUNTERFACTUAL_ATTRIBUTES))
+    # Position negatives came with the field: before it, every other attribute.
+    out['data'].setdefault('hard_negative_attributes', as_json(
+        [a for a in COUNTERFACTUAL_ATTRIBUTES if a != 'position']))
   return out
 
 
