@@ -43,9 +43,8 @@ that a 6,000-step run pays for only in a longer one (ABLATION.md, sessions
 28-30): a second conv at 8 and 16 px in G (`generator.convs_per_scale`;
 about 30% slower per step) and a hard negative per caption in the
 contrastive loss (`data.hard_negatives`, of every attribute but position).
-0.819 on the held-out split at
-step 10,000, every attribute above 0.6; the same budget in 14,000 steps of
-the plain tiny model, 0.798:
+0.819 on the held-out split at step 10,000, every attribute above 0.6; the
+same budget in 14,000 steps of the plain tiny model, 0.798:
 
   python -m gigagan_jax.train --config=configs/t2i_tiny.py:long --workdir=runs/tiny_long
 """
