@@ -232,6 +232,9 @@ def synthetic_batch(config, batch: int, vocab: int, seed: int) -> dict:
             **clip_text(config, rng, batch)}
   r = int(config.generator.resolution)
   out = {'image': rng.integers(0, 256, (batch, r, r, 3), dtype=np.uint8), **text}
+  if config.data.get('hard_negatives', False):  # one counterfactual caption per example
+    negatives = random_text(rng, batch, int(config.text.max_len), vocab)
+    out.update(negative_tokens=negatives['tokens'], negative_eot=negatives['eot'])
   return dict(out, **clip_text(config, rng, batch))
 
 
@@ -314,7 +317,10 @@ def run_bench(config, *, batch_size=None, steps=5, warmup=2, mesh=None, text_mod
   frozen = jax.device_put(frozen, parallel.replicated(mesh_))
   data = synthetic_batch(config, batch, vocab, seed)
   if feature_cache_on(config.text):  # the loop's cache, warm: no backbone in the step
-    data['features'] = FeatureCache(backbone)(data['tokens'], data['eot'])
+    cache = FeatureCache(backbone)
+    data['features'] = cache(data['tokens'], data['eot'])
+    if 'negative_tokens' in data:
+      data['negative_features'] = cache(data['negative_tokens'], data['negative_eot'])
   data = parallel.global_batch(data, mesh_)
   jax.block_until_ready((state, frozen, data))
 

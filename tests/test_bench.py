@@ -95,6 +95,21 @@ def test_train_step_bench_prints_json_and_summary(outputs):
   assert f'GFLOP/image {rec["xla_flops_per_device"] / 2e9:.2f} with R1' in lines[1]
 
 
+@pytest.mark.parametrize('config', ['configs/t2i_micro.py', 'configs/t2i_tiny.py:long'])
+def test_synthetic_batch_has_every_entry_the_step_takes(config):
+  """The bench's batch has the step's entries (train/step.py batch_ndims), the
+  hard negatives of t2i_tiny.py:long included; the cached features aside,
+  which the bench adds from its warm FeatureCache."""
+  from bench import train_step as bench_step
+  from gigagan_jax.config_utils import load_config, validate
+  from gigagan_jax.train.step import batch_ndims
+  cfg = validate(load_config(os.path.join(REPO, config)))
+  batch = bench_step.synthetic_batch(cfg, 2, 100, 0)
+  expected = {k for k in batch_ndims(cfg) if not k.endswith('features')}
+  assert set(batch) == expected
+  assert all(batch[k].ndim == batch_ndims(cfg)[k] for k in expected)
+
+
 def test_sample_bench_prints_json_and_summary(outputs):
   lines = _lines(outputs['sample'])
   records = [json.loads(line) for line in lines[:-1]]
