@@ -19,7 +19,6 @@ from orbax.checkpoint._src.path import temporary_paths
 
 from gigagan_jax import storage
 from gigagan_jax.config_utils import FROZEN_LOSS_FIELDS
-from gigagan_jax.data.captioned_shapes import COUNTERFACTUAL_ATTRIBUTES
 
 
 class ConfigMismatchError(RuntimeError):
@@ -63,6 +62,9 @@ _ADDED_LOSS_FIELDS = (('matching_in_g', True), ('contrastive_weight', 0.0),
 # unused by it).
 _ADDED_D_FIELDS = (('kind', 'msio'), ('projection_channels', (128, 256, 512, 512)),
                    ('projection_fc', 512))
+# What hard negatives changed before config.data.hard_negative_attributes
+# existed: every attribute but position, whose negatives came with the field.
+_HARD_NEGATIVE_ATTRIBUTES_BEFORE = ('shape', 'color', 'count', 'size', 'background')
 
 
 def with_added_defaults(saved: dict) -> dict:
@@ -104,9 +106,7 @@ def with_added_defaults(saved: dict) -> dict:
   if 'data' in saved:
     out['data'] = dict(saved['data'])
     out['data'].setdefault('hard_negatives', False)
-    # Position negatives came with the field: before it, every other attribute.
-    out['data'].setdefault('hard_negative_attributes', as_json(
-        [a for a in COUNTERFACTUAL_ATTRIBUTES if a != 'position']))
+    out['data'].setdefault('hard_negative_attributes', as_json(_HARD_NEGATIVE_ATTRIBUTES_BEFORE))
   return out
 
 
