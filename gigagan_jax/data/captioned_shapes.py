@@ -290,13 +290,12 @@ def _repositioned(caption: str) -> list:
   it has none. Longest phrases are tried first: 'at the top' is a prefix of
   'at the top left'."""
   padded = f' {caption} '
-  found = max(((len(p), k, position) for position, phrases in _POSITION_PHRASES.items()
+  found = max(((len(p), k, position, p) for position, phrases in _POSITION_PHRASES.items()
                for k, p in enumerate(phrases) if f' {p} ' in padded), default=None)
   if found is None:
     return []
-  _, k, position = found
-  old = f' {_POSITION_PHRASES[position][k]} '
-  return [padded.replace(old, f' {phrases[k]} ', 1).strip()
+  _, k, position, phrase = found
+  return [padded.replace(f' {phrase} ', f' {phrases[k]} ', 1).strip()
           for other, phrases in _POSITION_PHRASES.items() if other != position]
 
 
