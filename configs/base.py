@@ -230,6 +230,10 @@ def get_base_config():
   t.ema_decay = 0.0
   t.ema_halflife_kimg = 10.0         # G EMA half-life in thousands of images
   t.ema_rampup = 0.05                # StyleGAN2-ADA ramp-up of the half-life; 0 = off
+  # True: the G update on the D update's images, one G forward pass a step
+  # whose VJP the G update reuses (its residuals are held through D's update).
+  # False: StyleGAN's fresh latents for each of the two updates.
+  t.shared_fakes = False
   t.log_every = 10
   t.sample_every = 200
   t.ckpt_every = 200

@@ -12,13 +12,15 @@ cache (tests/conftest.py).
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from gigagan_jax import losses, parallel
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.sr_step import box_pyramid, hr_r1_penalty, make_sr_train_step, with_low_res
-from gigagan_jax.train.step import batch_ndims, jit_train_step, make_train_step, r1_weight
+from gigagan_jax.train.step import (batch_ndims, jit_train_step, make_train_step,
+                                    mismatched_text, r1_weight, step_keys, text_features)
 from test_sr_train import HR, small_up_tiny
 
 pytestmark = pytest.mark.slow
@@ -123,6 +125,40 @@ def test_identical_captions_mask_the_matching_terms_without_nan(t2i):
   assert not metrics['skipped']
   assert metrics['match_valid'] == 0
   assert metrics['d_match_real'] == metrics['d_match_fake'] == metrics['g_match'] == 0
+
+
+@MICRO
+def test_shared_fakes_train_g_on_the_d_updates_images(t2i):
+  """train.shared_fakes: the D update is the unshared step's, and the G
+  update is Adam's step on the gradient of G's objective at the D update's
+  latents against the updated D, here taken directly by jax.grad."""
+  config, mesh, parts, step = t2i
+  cfg = config.copy_and_resolve_references()
+  cfg.train.shared_fakes = True
+  shared_fn = make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, cfg)
+  batch = parallel.global_batch(_batch(config, CAPTIONS, config.generator.resolution), mesh)
+  shared, metrics = jit_train_step(shared_fn, parts.shardings, mesh)(
+      parts.init(config), batch, {}, False)
+  unshared, unshared_metrics = step(parts.init(config), batch, {}, False)
+  close = lambda a, b, **kw: jax.tree.map(
+      lambda x, y: np.testing.assert_allclose(x, y, **kw), jax.device_get(a), jax.device_get(b))
+  close({k: metrics[k] for k in D_TERMS + ('d_loss',)},
+        {k: unshared_metrics[k] for k in D_TERMS + ('d_loss',)}, rtol=1e-5, atol=1e-6)
+  close(shared['d'], unshared['d'], rtol=1e-5, atol=1e-6)
+
+  state = parts.init(config)
+  k_dz, _, _, k_wrong = step_keys(state['key'], state['step'])
+  text = text_features(None, batch, None)
+  wrong, valid = mismatched_text(text, k_wrong)
+  z = jax.random.normal(k_dz, (len(CAPTIONS), config.generator.z_dim))
+  (g_loss, _), grads = jax.value_and_grad(shared_fn.g_objective, has_aux=True)(
+      state['g'], z, shared['d'], text, wrong, valid, {}, batch, state['step'], None)
+  updates, _ = parts.g_tx.update(grads, state['g_opt'], state['g'])
+  close(metrics['g_loss'], g_loss, rtol=1e-5)
+  close(metrics['g_grad_norm'], optax.tree.norm(grads), rtol=1e-4)  # Adam alone hides a scale
+  close(shared['g'], optax.apply_updates(state['g'], updates), rtol=1e-4, atol=1e-6)
+  # The unshared step's G update, on fresh latents, is another one.
+  assert not np.isclose(metrics['g_loss'], unshared_metrics['g_loss'], rtol=1e-3)
 
 
 # ------------------------------------------------------ super-resolution

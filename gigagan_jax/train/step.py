@@ -139,14 +139,22 @@ def mismatched_text(text: dict, key):
   return jax.tree.map(lambda x: shard_batch(jnp.take(x, index, axis=0)), text), valid
 
 
+def step_keys(key, step):
+  """This step's keys: the D update's latents, the G update's (unused with
+  train.shared_fakes), the gradient penalty's, the mismatched captions'."""
+  return jax.random.split(jax.random.fold_in(key, step), 4)
+
+
 def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   """Builds the (un-jitted) step function for these models and config.
 
   clip_cfg: the frozen CLIP's sizes (clip_model.CLIPConfig) when the CLIP loss
   or the vision-aided D is on; default frozen_losses.clip_config(config).
   The function carries `.r1_due(step) -> bool` (r1_due for this config), for
-  the host to choose its do_r1 argument, and `.conv_weights`
-  (config.mesh.conv_weights), for jit_train_step.
+  the host to choose its do_r1 argument, `.conv_weights`
+  (config.mesh.conv_weights), for jit_train_step, and `.g_objective`: G's
+  loss and metrics as a function of (g_params, z, d_params, text, wrong,
+  valid, frozen, batch, step, negatives), whose gradient the G update takes.
   """
   loss_cfg, levels = config.loss, config.generator.pyramid_levels
   kind = loss_cfg.gan
@@ -157,6 +165,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   matching_in_g = matching and loss_cfg.get('matching_in_g', True)
   use_clip, use_va = frozen_losses.clip_on(loss_cfg), frozen_losses.va_on(loss_cfg)
   contrastive_w = loss_cfg.get('contrastive_weight', 0.0)
+  shared_fakes = config.train.get('shared_fakes', False)
   if (use_clip or use_va) and clip_cfg is None:
     clip_cfg = frozen_losses.clip_config(config)
   va_spec = frozen_losses.va_spec(config, clip_cfg) if use_va else None
@@ -222,9 +231,10 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
                      match_valid=jnp.mean(valid.astype(jnp.float32)))
     return loss, metrics
 
-  def g_loss_fn(g_params, d_params, z, text, wrong, valid, frozen, batch, step, negatives):
+  def g_loss_of_fake(fake, d_params, text, wrong, valid, frozen, batch, step, negatives):
+    """G's objective as a function of its images (the pyramid)."""
     d_params, heads = frozen_losses.split_d(d_params)
-    fake, metrics = generate_with_entropy(g_params, z, text)
+    metrics = {}
     if matching_in_g:
       fake_logits, fake_wrong = d.apply({'params': d_params}, fake, text, wrong)
       loss = losses.generator_loss(kind, fake_logits, fake_wrong, valid, loss_cfg.matching_weight)
@@ -245,9 +255,14 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
       loss, metrics['g_va'] = loss + weight('vision_aided_weight') * g_va, g_va
     return loss, metrics
 
+  def g_loss_fn(g_params, z, d_params, text, *rest):
+    fake, entropy = generate_with_entropy(g_params, z, text)
+    loss, metrics = g_loss_of_fake(fake, d_params, text, *rest)
+    return loss, {**entropy, **metrics}
+
   def train_step(state, batch, frozen, do_r1: bool):
     step = state['step']
-    k_dz, k_gz, k_gp, k_wrong = jax.random.split(jax.random.fold_in(state['key'], step), 4)
+    k_dz, k_gz, k_gp, k_wrong = step_keys(state['key'], step)
     real = real_pyramid(batch['image'], levels)
     batch_size = real[0].shape[0]
     text = text_features(backbone, batch, frozen.get('backbone'))
@@ -265,8 +280,13 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
               (state['total_skips'] < len(inject_d) + len(inject_g)))
 
     # ---- D update
-    fake = jax.lax.stop_gradient(
-        generate(state['g'], jax.random.normal(k_dz, (batch_size, z_dim)), text))
+    z = jax.random.normal(k_dz, (batch_size, z_dim))
+    if shared_fakes:  # G's forward pass once; its VJP serves the G update below
+      fake, g_vjp, entropy = jax.vjp(lambda p: generate_with_entropy(p, z, text), state['g'],
+                                     has_aux=True)
+    else:
+      fake = generate(state['g'], z, text)
+    fake = jax.lax.stop_gradient(fake)
     (d_loss, d_metrics), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         state['d'], fake, real, text, wrong, valid, bool(do_r1) and loss_cfg.r1_gamma > 0, k_gp,
         frozen, step, negatives)
@@ -275,9 +295,15 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     d_params, d_opt = _apply_updates(d_tx, d_grads, state['d_opt'], state['d'])
 
     # ---- G update against the updated D
-    (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state['g'], d_params, jax.random.normal(k_gz, (batch_size, z_dim)), text, wrong, valid,
-        frozen, batch, step, negatives)
+    g_args = (d_params, text, wrong, valid, frozen, batch, step, negatives)
+    if shared_fakes:  # on the D update's images, by the chain rule through its VJP
+      (g_loss, g_metrics), fake_grads = jax.value_and_grad(g_loss_of_fake, has_aux=True)(
+          fake, *g_args)
+      (g_grads,) = g_vjp(fake_grads)
+      g_metrics.update(entropy)
+    else:
+      (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+          state['g'], jax.random.normal(k_gz, (batch_size, z_dim)), *g_args)
     g_metrics['g_loss'] = g_loss
     if inject_g:
       g_grads = _inject_nan(g_grads, injected_fault(inject_g))
@@ -305,6 +331,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     return new_state, metrics
 
   train_step.r1_due = functools.partial(r1_due, loss_cfg)
+  train_step.g_objective = g_loss_fn
   train_step.conv_weights = config.mesh.get('conv_weights', 'auto')
   return train_step
 
