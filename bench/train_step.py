@@ -232,7 +232,7 @@ def synthetic_batch(config, batch: int, vocab: int, seed: int) -> dict:
             **clip_text(config, rng, batch)}
   r = int(config.generator.resolution)
   out = {'image': rng.integers(0, 256, (batch, r, r, 3), dtype=np.uint8), **text}
-  if config.data.get('hard_negatives', False):  # one counterfactual caption per example
+  if 'negative_tokens' in batch_ndims(config):  # one counterfactual caption per example
     negatives = random_text(rng, batch, int(config.text.max_len), vocab)
     out.update(negative_tokens=negatives['tokens'], negative_eot=negatives['eot'])
   return dict(out, **clip_text(config, rng, batch))
