@@ -110,17 +110,19 @@ def get_config(arg=None):
   c.train.ckpt_every = 250           # 8 checkpoints to evaluate, all kept
   c.train.keep_last = 8
   if arg == 'long':
-    g.convs_per_scale = (1, 2, 2, 1)  # where the shapes form
+    g.convs_per_scale = (1, 2, 2, 2)  # where the shapes form, and their edges at 32 px
     c.data.hard_negatives = True
     # Not position: its negatives, and negatives of shape, count and size
     # alone, each ended 0.005-0.01 lower on training-split captions
     # (ABLATION.md, session 31).
     c.data.hard_negative_attributes = ('shape', 'color', 'count', 'size', 'background')
-    # About 52 minutes here; the budget stops a slower machine's run before
-    # its rate has decayed all the way.
-    c.train.steps = 10_000
-    c.train.max_minutes = 58.0
-    c.optim.lr_schedule = ((5000, 1.0), (10_000, 0.1))
+    # G trained on the D update's images: one G forward pass a step.
+    c.train.shared_fakes = True
+    # About 56 minutes of training here, 60 with the text caches; the budget
+    # stops a slower machine's run before its rate has decayed all the way.
+    c.train.steps = 11_000
+    c.train.max_minutes = 56.0
+    c.optim.lr_schedule = ((5500, 1.0), (11_000, 0.1))
     c.train.sample_every = 1000
     c.train.ckpt_every = 1000
     c.train.keep_last = 40            # every checkpoint of the budget, for the curve

@@ -35,14 +35,14 @@ def test_missing_config_file_is_named():
 
 def test_tiny_long_is_the_tiny_model_with_a_longer_budget():
   """configs/t2i_tiny.py:long (the README's longer run) changes the budget,
-  G's depth at 8 and 16 px and the hard negatives (of every attribute but
-  position) only: the same D, text, data, losses and optimiser, its
-  learning-rate schedule stretched to its steps."""
+  G's depth at 8, 16 and 32 px, the hard negatives (of every attribute but
+  position) and shared fakes only: the same D, text, data, losses and
+  optimiser, its learning-rate schedule stretched to its steps."""
   tiny = load_config(os.path.join(REPO, 'configs/t2i_tiny.py'))
   long = validate(load_config(os.path.join(REPO, 'configs/t2i_tiny.py:long')))
   for block in ('discriminator', 'text', 'loss'):
     assert long[block].to_dict() == tiny[block].to_dict(), block
-  assert long.generator.convs_per_scale == (1, 2, 2, 1)
+  assert long.generator.convs_per_scale == (1, 2, 2, 2)
   assert ({**long.generator.to_dict(), 'convs_per_scale': ()} ==
           {**tiny.generator.to_dict(), 'convs_per_scale': ()})
   assert long.data.hard_negatives and not tiny.data.hard_negatives
@@ -50,6 +50,7 @@ def test_tiny_long_is_the_tiny_model_with_a_longer_budget():
   hard = {'hard_negatives': 0, 'hard_negative_attributes': 0}
   assert {**long.data.to_dict(), **hard} == {**tiny.data.to_dict(), **hard}
   assert long.train.max_minutes > 0 and long.train.steps > tiny.train.steps
+  assert long.train.shared_fakes and not tiny.train.shared_fakes
   stretch = long.train.steps / tiny.train.steps
   assert long.optim.lr_schedule == tuple((step * stretch, m) for step, m in tiny.optim.lr_schedule)
   assert ({**long.optim.to_dict(), 'lr_schedule': ()} ==
