@@ -205,3 +205,13 @@ def test_a_hard_negative_run_saved_before_the_attribute_choice_resumes_without_p
   assert [d.split(':')[0] for d in diff_configs(with_added_defaults(saved),
                                                 config_to_dict(config))] == [
       'data.hard_negative_attributes']
+
+
+def test_a_run_saved_before_shared_fakes_resumes_with_fresh_latents_for_g():
+  from configs import base
+  from gigagan_jax.train.checkpoint import config_to_dict, diff_configs, with_added_defaults
+  current = config_to_dict(base.get_base_config())
+  saved = config_to_dict(base.get_base_config())
+  del saved['train']['shared_fakes']
+  assert diff_configs(saved, current) == ["train.shared_fakes: saved '<missing>', now False"]
+  assert diff_configs(with_added_defaults(saved), current) == []

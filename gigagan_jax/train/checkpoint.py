@@ -73,11 +73,12 @@ def with_added_defaults(saved: dict) -> dict:
   config.discriminator (_ADDED_D_FIELDS), the text encoders'
   sentence_whitening, config.text.whitening_captions,
   config.generator.input_from_w, config.optim.lr_schedule,
-  config.data.hard_negatives and config.data.hard_negative_attributes. Those
-  runs trained as the defaults say (those losses off, Eq. 8 in G and D, no
-  contrastive term, the MS-I/O D, no whitening, a constant input, constant
-  learning rates, no hard negatives, or hard negatives of every attribute but
-  position), so resuming them is no config change."""
+  config.data.hard_negatives, config.data.hard_negative_attributes and
+  config.train.shared_fakes. Those runs trained as the defaults say (those
+  losses off, Eq. 8 in G and D, no contrastive term, the MS-I/O D, no
+  whitening, a constant input, constant learning rates, no hard negatives, or
+  hard negatives of every attribute but position, G's own latents), so
+  resuming them is no config change."""
   as_json = lambda v: json.loads(json.dumps(v))  # tuples as the JSON lists
   out = dict(saved)
   if 'loss' in saved:
@@ -107,6 +108,9 @@ def with_added_defaults(saved: dict) -> dict:
     out['data'] = dict(saved['data'])
     out['data'].setdefault('hard_negatives', False)
     out['data'].setdefault('hard_negative_attributes', as_json(_HARD_NEGATIVE_ATTRIBUTES_BEFORE))
+  if 'train' in saved:  # G's own latents, as before train.shared_fakes
+    out['train'] = dict(saved['train'])
+    out['train'].setdefault('shared_fakes', False)
   return out
 
 

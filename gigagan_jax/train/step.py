@@ -19,8 +19,11 @@ losses.scheduled_weight):
   G: GAN + matching-aware (unless loss.matching_in_g is off) + clip_weight *
      CLIP loss (Eq. 9, 'clip') + vision_aided_weight * vision-aided G loss ('g_va')
      + contrastive_weight * InfoNCE of G(c) in D's embedding ('g_contrastive')
-Also logged: 'attn_entropy/<layer>' of each G self-attention layer in the G
-update (0 = every token reads only one, 1 = uniform; nn/attention.py).
+The G update draws its own latents, or with config.train.shared_fakes trains
+on the D update's images through the VJP of that forward pass (one G forward
+a step instead of two). Also logged: 'attn_entropy/<layer>' of each G
+self-attention layer (0 = every token reads only one, 1 = uniform;
+nn/attention.py).
 A weight of 0 leaves its term out of the traced program: with both CLIP
 weights at 0 the state, the program and the checkpoints are those of a
 step without them.
