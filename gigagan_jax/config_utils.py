@@ -205,6 +205,9 @@ def _validate_sr(config) -> int:
   _require(loss.get('vision_aided_weight', 0.0) == 0, 'loss.vision_aided_weight',
            'the SR step has no vision-aided D (the paper uses it for text-to-image only); '
            'leave it at 0 (loss.clip_weight, the CLIP loss, is available)')
+  _require(not config.train.get('shared_fakes', False), 'train.shared_fakes',
+           'the SR step draws its own latents for each update; shared fakes are a '
+           'text-to-image step option')
   # A missing loss.lpips_path is reported when the trainer loads it (sizing
   # tools need no weights).
   _require(1 <= config.discriminator.levels <= num_scales(r), 'discriminator.levels',

@@ -135,6 +135,10 @@ def test_sr_config_errors_name_the_field():
   config.data.degradation.hr_size = 48
   with pytest.raises(ConfigError, match='data.degradation.hr_size'):
     validate(config)
+  config = load_config('configs/up_tiny.py')
+  config.train.shared_fakes = True  # the t2i step's option, which the SR step would ignore
+  with pytest.raises(ConfigError, match='train.shared_fakes'):
+    validate(config)
   config = load_config('configs/sr_baselines.py:srcnn')
   config.upsampler.kernel_sizes = (9, 5)
   with pytest.raises(ConfigError, match='upsampler.kernel_sizes'):
