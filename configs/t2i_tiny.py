@@ -36,15 +36,16 @@ Learning rates 0.001: chosen on the training split (ABLATION.md,
 linearly to a tenth over the run's second half (`optim.lr_schedule`).
 
 `t2i_tiny.py:long` is the README's longer CPU run: the same learning
-rates, trained for 10,000 steps (about 52 minutes here, with a 58-minute
+rates, trained for 11,000 steps (about 56 minutes here, with a 56-minute
 budget, train.max_minutes, as a guard), the decay over its second half,
-with a checkpoint every 1000 steps for the accuracy curve, and two changes
-that a 6,000-step run pays for only in a longer one (ABLATION.md, sessions
-28-30): a second conv at 8 and 16 px in G (`generator.convs_per_scale`;
-about 30% slower per step) and a hard negative per caption in the
-contrastive loss (`data.hard_negatives`, of every attribute but position).
-0.819 on the held-out split at step 10,000, every attribute above 0.6; the
-same budget in 14,000 steps of the plain tiny model, 0.798:
+with a checkpoint every 1000 steps for the accuracy curve, and changes that
+a 6,000-step run pays for only in a longer one (ABLATION.md, sessions
+28-32): a second conv at 8, 16 and 32 px in G (`generator.convs_per_scale`),
+a hard negative per caption in the contrastive loss (`data.hard_negatives`,
+of every attribute but position), and G trained on the D update's images
+(`train.shared_fakes`). At step 10,000, 0.853 on training-split captions
+against 0.827 for the previous `:long` (one conv at 32 px, fresh latents
+for G):
 
   python -m gigagan_jax.train --config=configs/t2i_tiny.py:long --workdir=runs/tiny_long
 """
