@@ -45,7 +45,7 @@ a hard negative per caption in the contrastive loss (`data.hard_negatives`,
 of every attribute but position), and G trained on the D update's images
 (`train.shared_fakes`). At step 10,000, 0.853 on training-split captions
 against 0.827 for the previous `:long` (one conv at 32 px, fresh latents
-for G):
+for G); held out, 0.844 where the budget ended it (step 10,950, fresh clone):
 
   python -m gigagan_jax.train --config=configs/t2i_tiny.py:long --workdir=runs/tiny_long
 """
