@@ -74,6 +74,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from bench import peaks
 from gigagan_jax import parallel
+from gigagan_jax import runtime
 from gigagan_jax.config_utils import validate
 from gigagan_jax.frozen import lpips
 from gigagan_jax.plan import xla_flops, xla_memory
@@ -433,5 +434,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  runtime.reexec_with_huge_pages()  # as python -m gigagan_jax.train runs
   define_flags()
   app.run(main)

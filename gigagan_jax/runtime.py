@@ -1,5 +1,28 @@
 """Process-wide settings of the command-line programs."""
 import gc
+import os
+import sys
+
+# XLA:CPU allocates each step's temporaries (t2i_tiny: ~160 MB) with
+# malloc, which glibc serves from fresh mmap'd pages and unmaps again after
+# the step: every step faults them in 4 KiB at a time. Backed by transparent
+# huge pages (glibc >= 2.35; older ones ignore the name) the faults drop
+# threefold; t2i_tiny.py:long's step, 2-core VM: 276 against 378 ms (median),
+# 315 against 379 ms (mean with R1), bitwise the same losses.
+MALLOC_TUNABLE = 'glibc.malloc.hugetlb=1'
+
+
+def reexec_with_huge_pages():
+  """Restarts this process (same interpreter and arguments) with MALLOC_TUNABLE
+  added to GLIBC_TUNABLES, which glibc reads only at start-up; a no-op where it
+  is already there and off Linux. Call it first, before any work."""
+  tunables = os.environ.get('GLIBC_TUNABLES', '')
+  if sys.platform != 'linux' or MALLOC_TUNABLE.split('=')[0] in tunables:
+    return
+  env = dict(os.environ, GLIBC_TUNABLES=':'.join(filter(None, (tunables, MALLOC_TUNABLE))))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def quiet_gc():

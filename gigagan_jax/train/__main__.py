@@ -17,11 +17,14 @@ Flags:
 """
 import sys
 
-import jax
+from gigagan_jax import runtime
+
+if __name__ == '__main__':
+  runtime.reexec_with_huge_pages()  # before jax allocates anything
+
+import jax  # pylint: disable=g-import-not-at-top
 from absl import app, flags, logging
 from ml_collections import config_flags
-
-from gigagan_jax import runtime
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (resumed if it holds a run).')
