@@ -16,7 +16,7 @@ Flags:
   --verbosity            absl log level; default: warnings only (0 shows Orbax/TFDS INFO logs)
 
 On Linux it first re-executes itself with glibc.malloc.hugetlb=1 added to
-GLIBC_TUNABLES (runtime.reexec_with_huge_pages; a quarter faster on CPU).
+GLIBC_TUNABLES (runtime.reexec_with_huge_pages; CPU steps 17-27% faster, BENCHMARKS.md).
 """
 import sys
 
