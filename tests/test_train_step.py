@@ -2,10 +2,10 @@
 with repeated captions, shared fakes, R1 of the SR step on the HR image only,
 loss-weight schedules read from state['step'].
 
-Each step is compiled once per variant, and but for the shared-fakes step
-the programs are the ones other files compile too: t2i_micro on one device (test_train.py's reference);
-up_tiny shrunk to 32 px crops on a 2-device batch-sharded mesh
-(test_sr_train.py's upsampler). The tests run in those files' xdist groups,
+Each step is compiled once per variant. Apart from the shared-fakes step,
+which compiles its own, the programs are the ones other files compile too:
+t2i_micro on one device (test_train.py's reference); up_tiny shrunk to 32 px
+crops on a 2-device batch-sharded mesh (test_sr_train.py's upsampler). The tests run in those files' xdist groups,
 after them, and read the programs from the session's persistent compilation
 cache (tests/conftest.py).
 """
