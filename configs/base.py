@@ -205,6 +205,14 @@ def get_base_config():
   # updates, and a schedule adds that count to the optimiser state: a run
   # resumes with a different schedule, but not from none to one or back.
   o.lr_schedule = ()
+  # What the schedule's steps count: 'steps' (the optimiser's updates, as
+  # above) or 'budget': the run's share of train.max_minutes, in steps of
+  # train.steps (the larger of the two), so that the schedule ends where the
+  # budget does on a machine too slow for train.steps. Wall time then sets
+  # the rates, so two runs agree bitwise only up to the schedule's first
+  # point; the elapsed time is checkpointed (state['budget_s']) and a resumed
+  # run goes on from it. train/state.py lr_position.
+  o.lr_schedule_clock = 'steps'
 
   # ---------------------------------------------------------------- mesh
   m = c.mesh = ml_collections.ConfigDict()
@@ -220,10 +228,11 @@ def get_base_config():
   # ---------------------------------------------------------------- training
   t = c.train = ml_collections.ConfigDict()
   t.steps = 1000
-  # Wall-time budget of one invocation's training loop, compilation included:
-  # it stops at the first log step past it and ends as at train.steps (a
-  # checkpoint, samples). Equal-time comparisons of models of different
-  # speed use it. 0 = none.
+  # Wall-time budget of one invocation's training loop, compilation included
+  # (of the whole run's, resumptions summed, with optim.lr_schedule_clock=
+  # 'budget'): it stops at the first log step past it and ends as at
+  # train.steps (a checkpoint, samples). Equal-time comparisons of models of
+  # different speed use it. 0 = none.
   t.max_minutes = 0.0
   # G EMA: a per-step decay (ema_decay > 0; the paper's configs: 0.9999), or
   # else a half-life in images, which keeps its meaning across batch sizes.

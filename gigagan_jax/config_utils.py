@@ -478,6 +478,14 @@ def validate(config: ml_collections.ConfigDict, *,
     if field.endswith('_schedule'):
       _check_schedule(config.loss[field], f'loss.{field}')
   _check_schedule(config.optim.get('lr_schedule', ()), 'optim.lr_schedule')
+  clock = config.optim.get('lr_schedule_clock', 'steps')
+  _require(clock in ('steps', 'budget'), 'optim.lr_schedule_clock',
+           f"must be 'steps' or 'budget', got {clock!r}")
+  if clock == 'budget':
+    _require(config.train.get('max_minutes', 0.0) > 0, 'optim.lr_schedule_clock',
+             "'budget' reads the schedule on train.max_minutes' clock; set train.max_minutes")
+    _require(bool(config.optim.get('lr_schedule', ())), 'optim.lr_schedule_clock',
+             "'budget' times optim.lr_schedule, which is empty")
   _require(config.mesh.get('conv_weights', 'auto') in CONV_WEIGHTS, 'mesh.conv_weights',
            f'must be one of {CONV_WEIGHTS}, got {config.mesh.get("conv_weights")!r}')
   validate_frozen(config, check_files=check_files)

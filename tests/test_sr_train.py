@@ -159,3 +159,25 @@ def test_a_run_without_d_stops_at_its_time_budget_as_at_its_last_step(micro_data
   assert [line['step'] for line in lines] == [2] and 'r1' not in last, lines
   assert os.listdir(workdir / 'checkpoints') == ['2']
   assert sorted(os.listdir(workdir / 'samples')) == ['step_0000000.png', 'step_0000002.png']
+
+
+def test_on_the_budgets_clock_a_resumed_run_goes_on_from_its_saved_seconds(micro_data_dir,
+                                                                           tmp_path):
+  """optim.lr_schedule_clock='budget': the first run spends its budget by the
+  first log step and saves its seconds; resumed, it goes on from them, so its
+  steps train at the schedule's end (0.1) and it stops at its next log step.
+  A resume that started its clock afresh would read the schedule at its step
+  instead (0.973 at step 3)."""
+  config = small(load_config('configs/sr_baselines.py:srcnn'))
+  config.data.data_dir = micro_data_dir
+  config.data.resolution, config.data.num_examples = 32, 256  # t2i_micro's data
+  config.train.steps, config.train.log_every, config.train.max_minutes = 100, 2, 1e-6
+  config.optim.lr_schedule, config.optim.lr_schedule_clock = ((0, 1.0), (100, 0.1)), 'budget'
+  workdir = tmp_path / 'run'
+  for _ in range(2):
+    loop.train(config, str(workdir), devices=jax.devices()[:1])
+  lines = [json.loads(line) for line in open(workdir / 'metrics.jsonl')]
+  assert [line['step'] for line in lines] == [2, 4], lines
+  # Step 2 ran at step 1's multiplier: the clock is read at log steps.
+  np.testing.assert_allclose([line['lr_multiplier'] for line in lines], [0.991, 0.1], rtol=1e-6)
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']

@@ -101,6 +101,60 @@ def test_lr_schedule_scales_each_update_by_its_multiplier(micro):
       np.testing.assert_allclose(a, multiplier * b, rtol=1e-5, err_msg=f'update {k}')
 
 
+def _on_the_budgets_clock(config):
+  """config with a 4-step schedule on a one-minute budget's clock."""
+  config = config.copy_and_resolve_references()
+  config.optim.lr_schedule = ((0, 1.0), (2, 1.0), (4, 0.1))
+  config.optim.lr_schedule_clock = 'budget'
+  config.train.steps, config.train.max_minutes = 4, 1.0
+  return validate(config)
+
+
+def test_budget_clock_gives_the_steps_schedule_while_the_steps_lead(micro):
+  """With no time spent, the budget's clock (a constant-rate optimiser whose
+  updates the step scales by state.lr_multiplier) gives the updates of the
+  steps' clock (the schedule inside optax, by update count)."""
+  config = _on_the_budgets_clock(micro[0])
+  by_steps = config.optim.copy_and_resolve_references()
+  by_steps.lr_schedule_clock = 'steps'
+  scheduled, flat = state.make_optimizer(by_steps, 0.01), state.make_optimizer(config.optim, 0.01)
+  params = {'w': jnp.ones((3, 4)), 'b': jnp.zeros((4,))}
+  s_sched, s_flat = scheduled.init(params), flat.init(params)
+  for k in range(6):
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(k), p.shape), params)
+    u_sched, s_sched = scheduled.update(grads, s_sched, params)
+    u_flat, s_flat = flat.update(grads, s_flat, params)
+    multiplier = state.lr_multiplier(config, {'step': jnp.int32(k), 'budget_s': jnp.float32(0)})
+    for a, b in zip(jax.tree.leaves(u_sched), jax.tree.leaves(u_flat)):
+      np.testing.assert_allclose(a, multiplier * b, rtol=1e-6, err_msg=f'update {k}')
+
+
+@pytest.mark.parametrize('step, seconds, position, multiplier', [
+    (1, 0.0, 1.0, 1.0), (1, 30.0, 2.0, 1.0), (3, 30.0, 3.0, 0.55), (0, 45.0, 3.0, 0.55),
+    (2, 120.0, 8.0, 0.1)])
+def test_budget_clock_reads_the_schedule_at_the_budgets_share_of_the_steps(
+    micro, step, seconds, position, multiplier):
+  """Position: the larger of the step and seconds / 60 s of the 4 steps."""
+  config = _on_the_budgets_clock(micro[0])
+  np.testing.assert_allclose(state.lr_position(config, step, jnp.float32(seconds)), position)
+  np.testing.assert_allclose(
+      state.lr_multiplier(config, {'step': jnp.int32(step), 'budget_s': jnp.float32(seconds)}),
+      multiplier, rtol=1e-6)
+  assert state.lr_multiplier(micro[0], {'step': jnp.int32(step)}) is None  # the steps' clock
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('optim.lr_schedule_clock', 'wall', "'steps' or 'budget'"),
+    ('train.max_minutes', 0.0, 'set train.max_minutes'),
+    ('optim.lr_schedule', (), 'which is empty')])
+def test_bad_budget_clock_names_the_field(micro, field, value, message):
+  config = _on_the_budgets_clock(micro[0])
+  block, name = field.split('.')
+  config[block][name] = value
+  with pytest.raises(ConfigError, match=f'optim.lr_schedule_clock.*{message}'):
+    validate(config)
+
+
 def test_bad_lr_schedule_names_the_field():
   config = load_config('configs/t2i_micro.py')
   config.optim.lr_schedule = ((10, 1.0), (5, 0.1))

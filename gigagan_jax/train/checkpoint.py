@@ -72,7 +72,7 @@ def with_added_defaults(saved: dict) -> dict:
   defaults: config.loss (config_utils.FROZEN_LOSS_FIELDS, _ADDED_LOSS_FIELDS),
   config.discriminator (_ADDED_D_FIELDS), the text encoders'
   sentence_whitening, config.text.whitening_captions,
-  config.generator.input_from_w, config.optim.lr_schedule,
+  config.generator.input_from_w, config.optim.lr_schedule (on the steps' clock),
   config.data.hard_negatives, config.data.hard_negative_attributes and
   config.train.shared_fakes. Those runs trained as the defaults say (those
   losses off, Eq. 8 in G and D, no contrastive term, the MS-I/O D, no
@@ -104,6 +104,7 @@ def with_added_defaults(saved: dict) -> dict:
   if 'optim' in saved:
     out['optim'] = dict(saved['optim'])
     out['optim'].setdefault('lr_schedule', [])
+    out['optim'].setdefault('lr_schedule_clock', 'steps')
   if 'data' in saved:
     out['data'] = dict(saved['data'])
     out['data'].setdefault('hard_negatives', False)

@@ -41,7 +41,8 @@ from gigagan_jax.train.writers import NullWriter, TensorBoardWriter, drop_record
 # Metrics on the progress line: (label, metric, decimals); absent ones are left out.
 _LOG_FIELDS = (('d', 'd_loss', 3), ('g', 'g_loss', 3), ('pixel', 'pixel', 4),
                ('lpips', 'lpips', 4), ('clip', 'clip', 3), ('d_va', 'd_va', 3),
-               ('g_va', 'g_va', 3), ('r1', 'r1', 4), ('acc', 'd_acc', 2))
+               ('g_va', 'g_va', 3), ('r1', 'r1', 4), ('acc', 'd_acc', 2),
+               ('lr', 'lr_multiplier', 3))
 
 
 class NonFiniteError(RuntimeError):
@@ -162,12 +163,12 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _budget_spent(t_start: float, max_minutes: float) -> bool:
-  """Whether train.max_minutes have passed since t_start; process 0's clock decides for all."""
-  spent = time.perf_counter() - t_start >= 60 * max_minutes
+def _training_seconds(t_start: float, offset: float) -> float:
+  """offset plus the seconds since t_start, by process 0's clock on every process."""
+  seconds = offset + time.perf_counter() - t_start
   if jax.process_count() > 1:
-    spent = bool(multihost_utils.broadcast_one_to_all(np.bool_(spent)))
-  return spent
+    seconds = float(multihost_utils.broadcast_one_to_all(np.float64(seconds)))
+  return seconds
 
 
 def train(config, workdir: str, *, allow_config_change: bool = False, make_iterator=None,
@@ -324,6 +325,10 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
     start_step, last_saved, last_metrics, pending, last_r1 = step, step, {}, None, None
     restored_from = None  # checkpoint restored after non-finite steps
     t_loop = t_log = time.perf_counter()
+    # The budget is this invocation's, or on the budget's clock the run's: the
+    # seconds its checkpoints carry go on from where they stopped.
+    budget_clock = 'budget_s' in state
+    budget_offset = float(jax.device_get(state['budget_s'])) if budget_clock else 0.0
     step_at_log = step
     batch_size = config.data.batch_size
     cached_at_start = len(cache) if cache is not None else 0  # the whitening fit's captions
@@ -364,6 +369,11 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
         continue
       pending = metrics
 
+      seconds = None  # the budget's clock is read at log steps
+      if tcfg.max_minutes and step % tcfg.log_every == 0:
+        seconds = _training_seconds(t_loop, budget_offset)
+        if budget_clock:  # the schedule's position from the next step on, and checkpointed
+          state['budget_s'] = jax.device_put(np.float32(seconds), parallel.replicated(mesh))
       if step % tcfg.log_every == 0 or step == tcfg.steps:
         last_metrics = {k: float(v) for k, v in jax.device_get(
             metrics if last_r1 is None else dict(metrics, r1=last_r1)).items()}
@@ -372,7 +382,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
         rate = (step - step_at_log) * batch_size / max(now - t_log, 1e-9)
         eta = (tcfg.steps - step) * batch_size / max(rate, 1e-9)
         if tcfg.max_minutes:  # the time budget may end the run first
-          eta = max(0.0, min(eta, 60 * tcfg.max_minutes - (now - t_loop)))
+          eta = max(0.0, min(eta, 60 * tcfg.max_minutes - (budget_offset + now - t_loop)))
         t_log, step_at_log = now, step
         writer.write_scalars(step, dict(last_metrics, img_per_sec=rate))
         if logs is not None:
@@ -400,8 +410,7 @@ def train(config, workdir: str, *, allow_config_change: bool = False, make_itera
         _say(f'preempted (SIGTERM): saved checkpoint {step} to {ckpt.directory}; '
              'run the same command to resume')
         return last_metrics
-      if (tcfg.max_minutes and step % tcfg.log_every == 0 and
-          _budget_spent(t_loop, tcfg.max_minutes)):
+      if seconds is not None and seconds >= 60 * tcfg.max_minutes:
         _say(f'time budget spent: {tcfg.max_minutes:g} min (train.max_minutes) at step {step}')
         break
 

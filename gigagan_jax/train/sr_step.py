@@ -43,6 +43,7 @@ from gigagan_jax.frozen.lpips import lpips_loss
 from gigagan_jax.train import frozen_losses
 from gigagan_jax.train.step import (all_finite, _apply_updates, box_pyramid, ema_beta,
                                     mismatched_text, r1_due, r1_weight, text_features)
+from gigagan_jax.train.state import lr_multiplier
 
 
 def with_low_res(pyramid, lr):
@@ -131,25 +132,27 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     wrong, valid = mismatched_text(text, k_wrong)
 
     d_params, d_opt = state['d'], state['d_opt']
+    lr_scale = lr_multiplier(config, state)
     d_metrics, d_grads = {}, ()  # no D metrics without a GAN term
     if use_gan:
       fake = jax.lax.stop_gradient(
           g.apply({'params': state['g']}, lr, text, jax.random.normal(k_dz, (b, z_dim))))
       (_, d_metrics), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
           d_params, fake, hr, lr, text, wrong, valid, bool(do_r1) and loss_cfg.r1_gamma > 0)
-      d_params, d_opt = _apply_updates(d_tx, d_grads, d_opt, d_params)
+      d_params, d_opt = _apply_updates(d_tx, d_grads, d_opt, d_params, lr_scale)
 
     (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
         state['g'], d_params, lr, hr, jax.random.normal(k_gz, (b, z_dim)), text, wrong, valid,
         frozen, batch, step)
-    g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'])
+    g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'], lr_scale)
 
     finite = all_finite(d_metrics.get('d_loss', 0.0), g_loss, d_grads, g_grads)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     beta = ema_beta(config.train, b, step)
     ema = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, state['ema'], g_params)
     new_state = {
-        'step': step + 1, 'key': state['key'],
+        **state,  # 'key', and 'budget_s', which the loop sets, pass through
+        'step': step + 1,
         'g': keep(g_params, state['g']), 'd': keep(d_params, state['d']),
         'ema': keep(ema, state['ema']),
         'g_opt': keep(g_opt, state['g_opt']), 'd_opt': keep(d_opt, state['d_opt']),
@@ -159,6 +162,8 @@ def make_sr_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     metrics = {**d_metrics, **g_metrics, 'skipped': ~finite,
                'consecutive_skips': new_state['skips'],
                'g_grad_norm': optax.tree.norm(g_grads), 'ema_beta': beta}
+    if lr_scale is not None:
+      metrics['lr_multiplier'] = lr_scale
     return new_state, metrics
 
   train_step.r1_due = lambda step: use_gan and r1_due(loss_cfg, step)

@@ -7,6 +7,7 @@
     'g_opt', 'd_opt': optax states,
     'skips': int32 [],                consecutive steps skipped as non-finite
     'total_skips': int32 [],
+    'budget_s': float32 [],           training seconds so far (optim.lr_schedule_clock='budget' only)
   }
 
 D's tree includes the vision-aided heads when that loss is on (init_params).
@@ -64,15 +65,40 @@ def attention_mask(params):
   return jax.tree_util.tree_map_with_path(lambda p, _: _is_attention_weight(p), params)
 
 
+def budget_clock(optim_cfg) -> bool:
+  """Whether optim.lr_schedule runs on the time budget's clock (the step
+  scales the updates, lr_multiplier) instead of the optimiser's count."""
+  return optim_cfg.get('lr_schedule_clock', 'steps') == 'budget'
+
+
 def learning_rate(optim_cfg, lr: float):
   """`lr`, or with optim.lr_schedule's (step, multiplier) points a function of
   the optimiser's update count (losses.piecewise_linear), e.g. a decay to a
   tenth over a run's last quarter. The count is the train step less the steps
-  skipped as non-finite, which do not update the optimiser."""
+  skipped as non-finite, which do not update the optimiser. On the budget's
+  clock, `lr`: the step applies the schedule (lr_multiplier)."""
   points = tuple(optim_cfg.get('lr_schedule', ()))
-  if not points:
+  if not points or budget_clock(optim_cfg):
     return lr
   return lambda count: lr * losses.piecewise_linear(points, count)
+
+
+def lr_position(config, step, budget_s):
+  """Where optim.lr_schedule is read on the budget's clock, in steps: the
+  larger of `step` and the budget's share spent, budget_s / (60 *
+  train.max_minutes), of train.steps. So the schedule ends at train.steps or
+  at the budget, whichever comes first. float32 []."""
+  share = budget_s / (60.0 * config.train.max_minutes)
+  return jnp.maximum(jnp.asarray(step, jnp.float32), share * config.train.steps)
+
+
+def lr_multiplier(config, state):
+  """The schedule's multiplier of both learning rates this step, float32 [],
+  on the budget's clock; None on the steps' clock (optax applies it)."""
+  if not budget_clock(config.optim):
+    return None
+  position = lr_position(config, state['step'], state['budget_s'])
+  return losses.piecewise_linear(tuple(config.optim.lr_schedule), position)
 
 
 def make_optimizer(optim_cfg, lr: float) -> optax.GradientTransformation:
@@ -122,6 +148,7 @@ def init_state(g, d, g_tx, d_tx, config, feature_dim: int):
       'd_opt': d_tx.init(d_params),
       'skips': jnp.zeros((), jnp.int32),
       'total_skips': jnp.zeros((), jnp.int32),
+      **({'budget_s': jnp.zeros((), jnp.float32)} if budget_clock(config.optim) else {}),
   }
 
 
@@ -139,6 +166,7 @@ def state_shardings(g, d, g_tx, d_tx, config, feature_dim: int, mesh):
 
   return {
       'step': rep, 'key': rep, 'skips': rep, 'total_skips': rep,
+      **({'budget_s': rep} if budget_clock(config.optim) else {}),
       'g': g_sh, 'd': d_sh, 'ema': g_sh,
       'g_opt': opt_shardings(g_tx, abstract['g_opt'], g_sh),
       'd_opt': opt_shardings(d_tx, abstract['d_opt'], d_sh),

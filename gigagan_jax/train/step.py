@@ -48,6 +48,7 @@ from gigagan_jax import losses
 from gigagan_jax.nn.attention import collect_attention_entropy
 from gigagan_jax.parallel import activation_mesh, batch_sharding, replicated, shard_batch
 from gigagan_jax.train import frozen_losses
+from gigagan_jax.train.state import lr_multiplier
 
 
 def real_pyramid(images, levels: int):
@@ -119,8 +120,12 @@ def _inject_nan(grads, fault: jax.Array):
   return jax.tree.unflatten(treedef, leaves)
 
 
-def _apply_updates(tx, grads, opt_state, params):
+def _apply_updates(tx, grads, opt_state, params, lr_scale=None):
+  """One optimiser update; lr_scale (float32 [], or None) multiplies it, which
+  for AdamW is the update at lr * lr_scale (state.lr_multiplier)."""
   updates, opt_state = tx.update(grads, opt_state, params)
+  if lr_scale is not None:
+    updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
   return optax.apply_updates(params, updates), opt_state
 
 
@@ -295,7 +300,8 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
         frozen, step, negatives)
     if inject_d:
       d_grads = _inject_nan(d_grads, injected_fault(inject_d))
-    d_params, d_opt = _apply_updates(d_tx, d_grads, state['d_opt'], state['d'])
+    lr_scale = lr_multiplier(config, state)
+    d_params, d_opt = _apply_updates(d_tx, d_grads, state['d_opt'], state['d'], lr_scale)
 
     # ---- G update against the updated D
     g_args = (d_params, text, wrong, valid, frozen, batch, step, negatives)
@@ -310,15 +316,15 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     g_metrics['g_loss'] = g_loss
     if inject_g:
       g_grads = _inject_nan(g_grads, injected_fault(inject_g))
-    g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'])
+    g_params, g_opt = _apply_updates(g_tx, g_grads, state['g_opt'], state['g'], lr_scale)
 
     finite = all_finite(d_loss, g_loss, d_grads, g_grads)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     beta = ema_beta(config.train, batch_size, step)
     ema = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, state['ema'], g_params)
     new_state = {
+        **state,  # 'key', and 'budget_s', which the loop sets, pass through
         'step': step + 1,
-        'key': state['key'],
         'g': keep(g_params, state['g']),
         'd': keep(d_params, state['d']),
         'ema': keep(ema, state['ema']),
@@ -331,6 +337,8 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
                'consecutive_skips': new_state['skips'],
                'g_grad_norm': optax.tree.norm(g_grads),
                'd_grad_norm': optax.tree.norm(d_grads), 'ema_beta': beta}
+    if lr_scale is not None:
+      metrics['lr_multiplier'] = lr_scale
     return new_state, metrics
 
   train_step.r1_due = functools.partial(r1_due, loss_cfg)
