@@ -171,6 +171,10 @@ def get_base_config():
   loss.r1_gamma = 0.2048             # paper range 0.2048-2.048 (open question 7)
   loss.r1_interval = 16              # paper: lazy R1 every 16 D steps
   loss.wgan_gp_weight = 10.0         # only for loss.gan = 'wgan'
+  # Not the paper's: D (and the vision-aided D) sees real and generated images
+  # shifted by up to this fraction of the side, per example (DiffAugment's
+  # translation, train/augment.py), in its update and in G's; t2i only. 0 = off.
+  loss.d_translate = 0.0
   # Losses on a frozen CLIP (weights from clip_dir; both off by default).
   loss.clip_weight = 0.0             # CLIP contrastive loss on G (paper Eq. 9); 0 = off
   loss.clip_temperature = 0.01       # tau of Eq. 9: 1 / OpenAI CLIP's exp(logit_scale) = 1/100

@@ -279,6 +279,15 @@ def _validate_contrastive(config):
   _require(tau > 0, 'loss.contrastive_temperature', f'must be > 0, got {tau}')
 
 
+def _validate_d_translate(config):
+  """loss.d_translate: D's random translation (train/augment.py)."""
+  f = float(config.loss.get('d_translate', 0.0))
+  _require(0 <= f < 0.5, 'loss.d_translate',
+           f'is the largest shift as a fraction of the image side, in [0, 0.5), got {f}')
+  _require(f == 0 or config.get('task', 't2i') == 't2i', 'loss.d_translate',
+           f'is for text-to-image training; the SR step does not augment, got {f}')
+
+
 def _check_schedule(points, field: str):
   """A loss-weight or learning-rate schedule: () or (step, multiplier) pairs,
   steps non-decreasing."""
@@ -474,6 +483,7 @@ def validate(config: ml_collections.ConfigDict, *,
   _require(0 <= decay < 1, 'train.ema_decay',
            f'must be in [0, 1) (0: use train.ema_halflife_kimg), got {decay}')
   _validate_contrastive(config)
+  _validate_d_translate(config)
   for field in sorted(config.loss):
     if field.endswith('_schedule'):
       _check_schedule(config.loss[field], f'loss.{field}')

@@ -19,7 +19,7 @@ from gigagan_jax import losses, parallel
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import state as state_lib
 from gigagan_jax.train.sr_step import box_pyramid, hr_r1_penalty, make_sr_train_step, with_low_res
-from gigagan_jax.train.step import (batch_ndims, jit_train_step, make_train_step,
+from gigagan_jax.train.step import (augment_keys, batch_ndims, jit_train_step, make_train_step,
                                     mismatched_text, r1_weight, step_keys, text_features)
 from test_sr_train import HR, small_up_tiny
 
@@ -152,7 +152,8 @@ def test_shared_fakes_train_g_on_the_d_updates_images(t2i):
   wrong, valid = mismatched_text(text, k_wrong)
   z = jax.random.normal(k_dz, (len(CAPTIONS), config.generator.z_dim))
   (g_loss, _), grads = jax.value_and_grad(shared_fn.g_objective, has_aux=True)(
-      state['g'], z, shared['d'], text, wrong, valid, {}, batch, state['step'], None)
+      state['g'], z, shared['d'], text, wrong, valid, {}, batch, state['step'], None,
+      augment_keys(state['key'], state['step']))
   updates, _ = parts.g_tx.update(grads, state['g_opt'], state['g'])
   close(metrics['g_loss'], g_loss, rtol=1e-5)
   close(metrics['g_grad_norm'], optax.tree.norm(grads), rtol=1e-4)  # Adam alone hides a scale

@@ -56,7 +56,7 @@ RESUMABLE_FIELDS = ('mesh.', 'train.steps', 'train.max_minutes', 'train.log_ever
 # Loss fields added since the first checkpoints, besides FROZEN_LOSS_FIELDS,
 # at the defaults configs/base.py declares.
 _ADDED_LOSS_FIELDS = (('matching_in_g', True), ('contrastive_weight', 0.0),
-                      ('contrastive_temperature', 0.1))
+                      ('contrastive_temperature', 0.1), ('d_translate', 0.0))
 # Fields added to config.discriminator since runs were first saved; the
 # values those runs trained with (the MS-I/O D; the projection D's sizes are
 # unused by it).

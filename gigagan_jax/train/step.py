@@ -47,7 +47,7 @@ import optax
 from gigagan_jax import losses
 from gigagan_jax.nn.attention import collect_attention_entropy
 from gigagan_jax.parallel import activation_mesh, batch_sharding, replicated, shard_batch
-from gigagan_jax.train import frozen_losses
+from gigagan_jax.train import augment, frozen_losses
 from gigagan_jax.train.state import lr_multiplier
 
 
@@ -153,6 +153,14 @@ def step_keys(key, step):
   return jax.random.split(jax.random.fold_in(key, step), 4)
 
 
+def augment_keys(key, step):
+  """This step's keys of D's augmentation (loss.d_translate): the real and the
+  generated images of the D update, the generated images of the G update. A
+  stream of their own, so that turning augmentation on leaves step_keys' as
+  they were."""
+  return jax.random.split(jax.random.fold_in(jax.random.fold_in(key, step), 1), 3)
+
+
 def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   """Builds the (un-jitted) step function for these models and config.
 
@@ -174,6 +182,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   use_clip, use_va = frozen_losses.clip_on(loss_cfg), frozen_losses.va_on(loss_cfg)
   contrastive_w = loss_cfg.get('contrastive_weight', 0.0)
   shared_fakes = config.train.get('shared_fakes', False)
+  d_translate = loss_cfg.get('d_translate', 0.0)
   if (use_clip or use_va) and clip_cfg is None:
     clip_cfg = frozen_losses.clip_config(config)
   va_spec = frozen_losses.va_spec(config, clip_cfg) if use_va else None
@@ -207,8 +216,14 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     h, e = d.apply({'params': d_params}, images, text, method='pair_embeddings')
     return losses.contrastive_loss(h, e, loss_cfg.contrastive_temperature, tokens=text['tokens'])
 
-  def d_loss_fn(d_params, fake, real, text, wrong, valid, do_r1, key, frozen, step, negatives):
+  def seen_by_d(pyramid, key):
+    """What D is shown of `pyramid`: translated at random with loss.d_translate."""
+    return augment.translate(pyramid, key, d_translate) if d_translate else pyramid
+
+  def d_loss_fn(d_params, fake, real, text, wrong, valid, do_r1, key, frozen, step, negatives,
+                aug_keys):
     d_params, heads = frozen_losses.split_d(d_params)
+    real, fake = seen_by_d(real, aug_keys[0]), seen_by_d(fake, aug_keys[1])
     d_fn = lambda pyr, t=text: d.apply({'params': d_params}, pyr, t)
     if matching:  # one image trunk per pyramid, a text head for each caption
       real_logits, real_wrong = d.apply({'params': d_params}, real, text, wrong)
@@ -239,9 +254,11 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
                      match_valid=jnp.mean(valid.astype(jnp.float32)))
     return loss, metrics
 
-  def g_loss_of_fake(fake, d_params, text, wrong, valid, frozen, batch, step, negatives):
+  def g_loss_of_fake(fake, d_params, text, wrong, valid, frozen, batch, step, negatives,
+                     aug_keys):
     """G's objective as a function of its images (the pyramid)."""
     d_params, heads = frozen_losses.split_d(d_params)
+    images, fake = fake, seen_by_d(fake, aug_keys[2])  # CLIP's loss reads G's own images
     metrics = {}
     if matching_in_g:
       fake_logits, fake_wrong = d.apply({'params': d_params}, fake, text, wrong)
@@ -254,7 +271,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
       loss = loss + contrastive_w * metrics['g_contrastive']
     weight = functools.partial(losses.scheduled_weight, loss_cfg, step=step)
     if use_clip:  # Eq. 9 on the full-resolution output
-      clip = frozen_losses.clip_term(config, clip_cfg, frozen['clip'], fake[0], batch)
+      clip = frozen_losses.clip_term(config, clip_cfg, frozen['clip'], images[0], batch)
       loss, metrics['clip'] = loss + weight('clip_weight') * clip, clip
     if use_va:
       t_d = d.apply({'params': d_params}, text, method='text_embedding')
@@ -275,6 +292,7 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     batch_size = real[0].shape[0]
     text = text_features(backbone, batch, frozen.get('backbone'))
     wrong, valid = mismatched_text(text, k_wrong)
+    aug_keys = augment_keys(state['key'], step)
     negatives = None
     if 'negative_tokens' in batch:
       negatives = text_features(backbone, batch, frozen.get('backbone'), prefix='negative_')
@@ -297,14 +315,14 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
     fake = jax.lax.stop_gradient(fake)
     (d_loss, d_metrics), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         state['d'], fake, real, text, wrong, valid, bool(do_r1) and loss_cfg.r1_gamma > 0, k_gp,
-        frozen, step, negatives)
+        frozen, step, negatives, aug_keys)
     if inject_d:
       d_grads = _inject_nan(d_grads, injected_fault(inject_d))
     lr_scale = lr_multiplier(config, state)
     d_params, d_opt = _apply_updates(d_tx, d_grads, state['d_opt'], state['d'], lr_scale)
 
     # ---- G update against the updated D
-    g_args = (d_params, text, wrong, valid, frozen, batch, step, negatives)
+    g_args = (d_params, text, wrong, valid, frozen, batch, step, negatives, aug_keys)
     if shared_fakes:  # on the D update's images, by the chain rule through its VJP
       (g_loss, g_metrics), fake_grads = jax.value_and_grad(g_loss_of_fake, has_aux=True)(
           fake, *g_args)
