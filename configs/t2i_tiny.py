@@ -119,10 +119,6 @@ def get_config(arg=None):
     c.data.hard_negative_attributes = ('shape', 'color', 'count', 'size', 'background')
     # G trained on the D update's images: one G forward pass a step.
     c.train.shared_fakes = True
-    # D sees every image shifted by up to 2 px (train/augment.py): without it
-    # D learns the 4,096 images by heart (accuracy 1.0, logits +-50 late in
-    # the run).
-    c.loss.d_translate = 1 / 16
     # About 56 minutes of training here, 60 with the text caches; the budget
     # stops a slower machine's run before its rate has decayed all the way.
     c.train.steps = 11_000

@@ -18,9 +18,11 @@ import pytest
 from gigagan_jax import losses, parallel
 from gigagan_jax.text.tokenizer import make_tokenizer
 from gigagan_jax.train import state as state_lib
+from gigagan_jax.train.augment import translate
 from gigagan_jax.train.sr_step import box_pyramid, hr_r1_penalty, make_sr_train_step, with_low_res
 from gigagan_jax.train.step import (augment_keys, batch_ndims, jit_train_step, make_train_step,
-                                    mismatched_text, r1_weight, step_keys, text_features)
+                                    mismatched_text, r1_weight, real_pyramid, step_keys,
+                                    text_features)
 from test_sr_train import HR, small_up_tiny
 
 pytestmark = pytest.mark.slow
@@ -160,6 +162,30 @@ def test_shared_fakes_train_g_on_the_d_updates_images(t2i):
   close(shared['g'], optax.apply_updates(state['g'], updates), rtol=1e-4, atol=1e-6)
   # The unshared step's G update, on fresh latents, is another one.
   assert not np.isclose(metrics['g_loss'], unshared_metrics['g_loss'], rtol=1e-3)
+
+
+@MICRO
+def test_d_translate_shows_d_translated_images(t2i):
+  """loss.d_translate: the D update scores the real images translated by the
+  step's own augmentation key, not as they came (real_score, against D applied
+  here to a translation by train/augment.py)."""
+  config, mesh, parts, _ = t2i
+  cfg = config.copy_and_resolve_references()
+  cfg.loss.d_translate = 0.25
+  step = jit_train_step(make_train_step(parts.g, parts.d, parts.g_tx, parts.d_tx, cfg),
+                        parts.shardings, mesh)
+  batch = parallel.global_batch(_batch(config, CAPTIONS, config.generator.resolution), mesh)
+  _, metrics = step(parts.init(config), batch, {}, False)  # donates its state
+  state = parts.init(config)
+  text = text_features(None, batch, None)
+  wrong, _ = mismatched_text(text, step_keys(state['key'], state['step'])[3])
+  real = real_pyramid(batch['image'], config.generator.pyramid_levels)
+  def score(pyramid):  # real_score: the logits summed, per logit map, as the step logs it
+    logits = parts.d.apply({'params': state['d']}, pyramid, text, wrong)[0]
+    return losses.total_logit(logits) / len(logits)
+  seen = translate(real, augment_keys(state['key'], state['step'])[0], 0.25)
+  np.testing.assert_allclose(metrics['real_score'], score(seen), rtol=1e-5, atol=1e-6)
+  assert not np.isclose(metrics['real_score'], score(real), rtol=1e-3)
 
 
 # ------------------------------------------------------ super-resolution

@@ -19,6 +19,8 @@ losses.scheduled_weight):
   G: GAN + matching-aware (unless loss.matching_in_g is off) + clip_weight *
      CLIP loss (Eq. 9, 'clip') + vision_aided_weight * vision-aided G loss ('g_va')
      + contrastive_weight * InfoNCE of G(c) in D's embedding ('g_contrastive')
+With loss.d_translate, every D term (not CLIP's) reads the images translated
+at random (train/augment.py), by keys of their own (augment_keys).
 The G update draws its own latents, or with config.train.shared_fakes trains
 on the D update's images through the VJP of that forward pass (one G forward
 a step instead of two). Also logged: 'attn_entropy/<layer>' of each G
