@@ -10,7 +10,9 @@ shape, colour, count, size, the background, and the 3x3 grid cell of a
 position.
 
 config: loss.d_translate, the largest shift as a fraction of the image side
-(DiffAugment's default is 1/8); 0 = off.
+(DiffAugment's default is 1/8); 0 = off. Off in every config: on
+t2i_tiny.py:long, 2 px held D back but slowed G's shapes, and the run ended
+0.05 lower (ABLATION.md, session 35).
 """
 import jax
 import jax.numpy as jnp
