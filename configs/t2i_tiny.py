@@ -111,7 +111,7 @@ def get_config(arg=None):
   c.train.ckpt_every = 250           # 8 checkpoints to evaluate, all kept
   c.train.keep_last = 8
   if arg == 'long':
-    g.convs_per_scale = (1, 2, 3, 3)  # where the shapes form, and their edges at 32 px
+    g.convs_per_scale = (1, 2, 2, 2)  # where the shapes form, and their edges at 32 px
     c.data.hard_negatives = True
     # Not position: its negatives, and negatives of shape, count and size
     # alone, each ended 0.005-0.01 lower on training-split captions
