@@ -172,7 +172,8 @@ def make_train_step(g, d, g_tx, d_tx, config, backbone=None, clip_cfg=None):
   the host to choose its do_r1 argument, `.conv_weights`
   (config.mesh.conv_weights), for jit_train_step, and `.g_objective`: G's
   loss and metrics as a function of (g_params, z, d_params, text, wrong,
-  valid, frozen, batch, step, negatives), whose gradient the G update takes.
+  valid, frozen, batch, step, negatives, aug_keys), whose gradient the G
+  update takes.
   """
   loss_cfg, levels = config.loss, config.generator.pyramid_levels
   kind = loss_cfg.gan
