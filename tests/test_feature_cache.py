@@ -46,11 +46,14 @@ def test_features_equal_the_backbone_and_do_not_depend_on_the_batch():
   assert (cache.misses, cache.hits) == (5, 5)
 
   # A fresh cache meeting each caption alone, or with other batch-mates and
-  # block positions, computes the same bits as the first one.
-  for batch_rows in ([1], [4, 1, 6], [3, 3, 0, 4, 1, 6]):
-    rows = np.array(batch_rows)
-    np.testing.assert_array_equal(
-        FeatureCache(backbone, block=4)(tokens[rows], eot[rows]), feats[rows])
+  # block positions, computes the same bits as the first one; at the default
+  # block size too (another program shape).
+  default = FeatureCache(backbone)(tokens, eot)
+  for block, first in ((4, feats), (None, default)):
+    for batch_rows in ([1], [4, 1, 6], [3, 3, 0, 4, 1, 6], [6, 4, 3, 1, 0]):
+      rows = np.array(batch_rows)
+      fresh = FeatureCache(backbone) if block is None else FeatureCache(backbone, block=block)
+      np.testing.assert_array_equal(fresh(tokens[rows], eot[rows]), first[rows])
 
 
 def test_training_with_the_cache_matches_the_backbone_in_the_step(micro_data_dir, tmp_path):
