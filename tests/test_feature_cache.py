@@ -47,7 +47,7 @@ def test_features_equal_the_backbone_and_do_not_depend_on_the_batch():
 
   # A fresh cache meeting each caption alone, or with other batch-mates and
   # block positions, computes the same bits as the first one; at the default
-  # block size too (another program shape).
+  # block size too.
   default = FeatureCache(backbone)(tokens, eot)
   for block, first in ((4, feats), (None, default)):
     for batch_rows in ([1], [4, 1, 6], [3, 3, 0, 4, 1, 6], [6, 4, 3, 1, 0]):

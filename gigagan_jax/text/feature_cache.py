@@ -13,16 +13,10 @@ on, and the training loop fits the sentence whitening through it
 (whitening.fit_captions), which leaves the captions of all its 4,096
 training examples cached before the first step.
 
-Misses are computed in blocks of a fixed number of rows, so one program
-computes every caption, at some row of its block. A caption's features are
-bitwise the same whichever batch first brings it, whatever else is in its
-block and at whichever row (tests/test_feature_cache.py checks this): a
-resumed run, whose cache starts empty, feeds the step the same numbers as
-the run it continues. They may differ in the last bits from the backbone
-applied to another batch shape. A block of 32 rows runs MiniLM about twice
-as fast per caption as one row at a time (`lax.map`, which this cache used
-before), which is most of the start of `t2i_tiny.py:long`: the features of
-its 4,096 training and 16,630 counterfactual captions.
+Each caption is computed on its own (a `lax.map` over rows, one program for
+one row), so its features are bitwise the same whichever batch first brings
+it and whatever else is in that batch: a resumed run, whose cache starts
+empty, feeds the step the same numbers as the run it continues.
 """
 from __future__ import annotations
 
@@ -34,17 +28,21 @@ class FeatureCache:
   """tokens int32 [b, L], eot int32 [b] -> float32 [b, L, D] features, memoised per caption.
 
   Misses are computed in blocks of `block` rows on the default device (a
-  fixed shape, so one compilation, and the same bits for a caption in any
-  block); a short block is padded with copies of its last row. Host memory: L * D * 4 bytes per distinct caption (36 KiB for
+  fixed shape, so one compilation); a short block is padded with copies of
+  its last row. Host memory: L * D * 4 bytes per distinct caption (36 KiB for
   MiniLM at L=24: 91 MiB for captioned_shapes' 2,598 training captions, more
   with the mirrored 'left'/'right' ones of random flips).
   """
 
-  def __init__(self, backbone, block: int = 32):
+  def __init__(self, backbone, block: int = 16):
     self.block = block
-    # An argument of the jitted function, not a constant folded into it.
-    self._params = jax.device_put(backbone.params)
-    self._features = jax.jit(backbone.apply)
+    params = jax.device_put(backbone.params)
+
+    def one(row):  # a single caption: [L], [] -> [L, D]
+      tokens, eot = row
+      return backbone.apply(params, tokens[None], eot[None])[0]
+
+    self._features = jax.jit(lambda tokens, eot: jax.lax.map(one, (tokens, eot)))
     self._table: dict[bytes, np.ndarray] = {}
     self.hits = self.misses = 0
 
@@ -69,7 +67,7 @@ class FeatureCache:
     for start in range(0, len(rows), self.block):
       part = rows[start:start + self.block]
       padded = np.concatenate([part, np.repeat(part[-1:], self.block - len(part))])
-      out = np.asarray(self._features(self._params, tokens[padded], eot[padded]))
+      out = np.asarray(self._features(tokens[padded], eot[padded]))
       for j, i in enumerate(part):
         self._table[keys[i]] = out[j].copy()  # not a view that keeps the block
     return np.stack([self._table[k] for k in keys])

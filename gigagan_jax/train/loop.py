@@ -88,7 +88,7 @@ def _cache_counterfactuals(config, tokenizer, cache, block: int = 256):
   """Computes into `cache` the features of every counterfactual of the training
   captions (data.hard_negatives) in data.hard_negative_attributes, fresh or
   resumed: drawn a few per epoch, they would otherwise miss for most of a run,
-  a padded block of rows per step (t2i_tiny: 48-60 against 75 img/s)."""
+  a padded block of 16 rows per step (t2i_tiny: 48-60 against 75 img/s)."""
   start = time.time()
   captions = sorted(set(pipeline.read_captions(config.data, None)))
   attributes = pipeline.hard_negative_attributes(config.data)
