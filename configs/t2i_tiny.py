@@ -119,6 +119,9 @@ def get_config(arg=None):
     c.data.hard_negative_attributes = ('shape', 'color', 'count', 'size', 'background')
     # G trained on the D update's images: one G forward pass a step.
     c.train.shared_fakes = True
+    # R1 at gamma 0.2, four times the main command's: D learns the 4,096
+    # training images by heart late in the run (ABLATION.md, sessions 35-36).
+    c.loss.r1_gamma = 0.2
     # About 56 minutes of training here, 60 with the text caches; the budget
     # stops a slower machine's run before its rate has decayed all the way.
     c.train.steps = 11_000

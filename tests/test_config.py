@@ -36,12 +36,14 @@ def test_missing_config_file_is_named():
 def test_tiny_long_is_the_tiny_model_with_a_longer_budget():
   """configs/t2i_tiny.py:long (the README's longer run) changes the budget,
   G's depth at 8, 16 and 32 px, the hard negatives (of every attribute but
-  position) and shared fakes only: the same D, text, data, losses and
-  optimiser, its learning-rate schedule stretched to its steps."""
+  position), shared fakes and R1's gamma only: the same D, text, data, other
+  losses and optimiser, its learning-rate schedule stretched to its steps."""
   tiny = load_config(os.path.join(REPO, 'configs/t2i_tiny.py'))
   long = validate(load_config(os.path.join(REPO, 'configs/t2i_tiny.py:long')))
-  for block in ('discriminator', 'text', 'loss'):
+  for block in ('discriminator', 'text'):
     assert long[block].to_dict() == tiny[block].to_dict(), block
+  assert long.loss.r1_gamma > tiny.loss.r1_gamma
+  assert {**long.loss.to_dict(), 'r1_gamma': 0} == {**tiny.loss.to_dict(), 'r1_gamma': 0}
   assert long.generator.convs_per_scale == (1, 2, 2, 2)
   assert ({**long.generator.to_dict(), 'convs_per_scale': ()} ==
           {**tiny.generator.to_dict(), 'convs_per_scale': ()})
