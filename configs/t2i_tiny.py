@@ -42,10 +42,12 @@ with a checkpoint every 1000 steps for the accuracy curve, and changes that
 a 6,000-step run pays for only in a longer one (ABLATION.md, sessions
 28-32): a second conv at 8, 16 and 32 px in G (`generator.convs_per_scale`),
 a hard negative per caption in the contrastive loss (`data.hard_negatives`,
-of every attribute but position), and G trained on the D update's images
-(`train.shared_fakes`). At step 10,000, 0.853 on training-split captions
-against 0.827 for the previous `:long` (one conv at 32 px, fresh latents
-for G); held out, 0.844 where the budget ended it (step 10,950, fresh clone):
+of every attribute but position), G trained on the D update's images
+(`train.shared_fakes`), and R1 at gamma 0.2 (D learns the training images
+by heart late in the run; 0.857 on training-split captions at the end
+against 0.839-0.853 at 0.05). Held out, in a fresh clone: 0.867 at step
+9,000 and 0.848 at step 10,500, where the budget ended it (ABLATION.md,
+session 36):
 
   python -m gigagan_jax.train --config=configs/t2i_tiny.py:long --workdir=runs/tiny_long
 """
