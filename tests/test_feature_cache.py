@@ -46,14 +46,12 @@ def test_features_equal_the_backbone_and_do_not_depend_on_the_batch():
   assert (cache.misses, cache.hits) == (5, 5)
 
   # A fresh cache meeting each caption alone, or with other batch-mates and
-  # block positions, computes the same bits as the first one; at the default
-  # block size too.
-  default = FeatureCache(backbone)(tokens, eot)
-  for block, first in ((4, feats), (None, default)):
+  # block positions, computes the same bits as the first one, with this
+  # test's block or the loop's default.
+  for fresh_cache in (lambda: FeatureCache(backbone, block=4), lambda: FeatureCache(backbone)):
     for batch_rows in ([1], [4, 1, 6], [3, 3, 0, 4, 1, 6], [6, 4, 3, 1, 0]):
       rows = np.array(batch_rows)
-      fresh = FeatureCache(backbone) if block is None else FeatureCache(backbone, block=block)
-      np.testing.assert_array_equal(fresh(tokens[rows], eot[rows]), first[rows])
+      np.testing.assert_array_equal(fresh_cache()(tokens[rows], eot[rows]), feats[rows])
 
 
 def test_training_with_the_cache_matches_the_backbone_in_the_step(micro_data_dir, tmp_path):
