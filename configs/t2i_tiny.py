@@ -124,6 +124,10 @@ def get_config(arg=None):
     # R1 at gamma 0.2, four times the main command's: D learns the 4,096
     # training images by heart late in the run (ABLATION.md, sessions 35-36).
     c.loss.r1_gamma = 0.2
+    # G_ema averages over the run's flat end, where single checkpoints wander
+    # by 0.01-0.02: base's 10 kimg half-life, which the ramp-up caps at 5% of
+    # the images seen (450 steps at step 9,000; ABLATION.md, session 37).
+    c.train.ema_halflife_kimg = 10.0
     # About 56 minutes of training here, 60 with the text caches; the budget
     # stops a slower machine's run before its rate has decayed all the way.
     c.train.steps = 11_000

@@ -36,8 +36,9 @@ def test_missing_config_file_is_named():
 def test_tiny_long_is_the_tiny_model_with_a_longer_budget():
   """configs/t2i_tiny.py:long (the README's longer run) changes the budget,
   G's depth at 8, 16 and 32 px, the hard negatives (of every attribute but
-  position), shared fakes and R1's gamma only: the same D, text, data, other
-  losses and optimiser, its learning-rate schedule stretched to its steps."""
+  position), shared fakes, R1's gamma and G_ema's half-life only: the same D,
+  text, data, other losses and optimiser, its learning-rate schedule
+  stretched to its steps."""
   tiny = load_config(os.path.join(REPO, 'configs/t2i_tiny.py'))
   long = validate(load_config(os.path.join(REPO, 'configs/t2i_tiny.py:long')))
   for block in ('discriminator', 'text'):
@@ -53,6 +54,7 @@ def test_tiny_long_is_the_tiny_model_with_a_longer_budget():
   assert {**long.data.to_dict(), **hard} == {**tiny.data.to_dict(), **hard}
   assert long.train.max_minutes > 0 and long.train.steps > tiny.train.steps
   assert long.train.shared_fakes and not tiny.train.shared_fakes
+  assert long.train.ema_halflife_kimg > tiny.train.ema_halflife_kimg
   stretch = long.train.steps / tiny.train.steps
   assert long.optim.lr_schedule == tuple((step * stretch, m) for step, m in tiny.optim.lr_schedule)
   assert ({**long.optim.to_dict(), 'lr_schedule': ()} ==
