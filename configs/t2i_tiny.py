@@ -43,11 +43,13 @@ a 6,000-step run pays for only in a longer one (ABLATION.md, sessions
 28-32): a second conv at 8, 16 and 32 px in G (`generator.convs_per_scale`),
 a hard negative per caption in the contrastive loss (`data.hard_negatives`,
 of every attribute but position), G trained on the D update's images
-(`train.shared_fakes`), and R1 at gamma 0.2 (D learns the training images
-by heart late in the run; 0.857 on training-split captions at the end
-against 0.839-0.853 at 0.05). Held out, in a fresh clone: 0.867 at step
-9,000 and 0.848 at step 10,500, where the budget ended it (ABLATION.md,
-session 36):
+(`train.shared_fakes`), R1 at gamma 0.2 (D learns the training images by
+heart late in the run; 0.857 on training-split captions at the end against
+0.839-0.853 at 0.05; ABLATION.md, session 36), and G_ema at base's 10 kimg
+half-life, which averages over the run's flat end (0.867 against 0.861 on
+training-split captions at step 9,000). Held out, in a fresh clone: 0.863
+at step 9,000, where the budget ended it on a slow hour (ABLATION.md,
+session 37):
 
   python -m gigagan_jax.train --config=configs/t2i_tiny.py:long --workdir=runs/tiny_long
 """
